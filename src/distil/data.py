@@ -1,0 +1,358 @@
+"""Data in and out: CSV, JSONL, Parquet and Hugging Face datasets saved to disk.
+
+Readers check what they read and report problems with the file, row and
+column: an empty file, a missing column, a binary or non-UTF-8 file.  Empty,
+duplicate and non-text rows are counted in :class:`InputReport`, never silently
+dropped or crashed on.
+
+Row numbers in messages are 1-based data rows (the CSV header is not counted;
+a JSONL row is its line number).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distil.errors import DataError
+
+FORMATS = ("csv", "jsonl", "parquet", "hf")
+
+
+@dataclass
+class Table:
+    """Rows read from a file: column names and a list of dicts (values as read)."""
+
+    path: Path
+    columns: list[str]
+    rows: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class InputReport:
+    """What was found in an input file besides usable texts."""
+
+    total: int = 0
+    used: int = 0
+    empty: list[int] = field(default_factory=list)
+    non_text: list[int] = field(default_factory=list)
+    duplicates: int = 0
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        parts = [f"{self.total} rows", f"{self.used} unique texts"]
+        if self.duplicates:
+            parts.append(f"{self.duplicates} duplicates (asked once)")
+        if self.empty:
+            parts.append(f"{len(self.empty)} empty (skipped; rows {_few(self.empty)})")
+        if self.non_text:
+            parts.append(f"{len(self.non_text)} not text (skipped; rows {_few(self.non_text)})")
+        return ", ".join(parts)
+
+
+def _few(rows: list[int], n: int = 5) -> str:
+    head = ", ".join(map(str, rows[:n]))
+    return head + (", …" if len(rows) > n else "")
+
+
+def detect_format(path: Path) -> str:
+    """csv | jsonl | parquet | hf, from the suffix (a folder is a saved HF dataset)."""
+    if path.is_dir():
+        return "hf"
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    raise DataError(
+        f"{path}: cannot tell the format from the suffix {suffix!r}",
+        hint="use .csv, .jsonl, .parquet, or a folder written by datasets' save_to_disk",
+    )
+
+
+def read_table(path: str | Path) -> Table:
+    """Read a whole input file into a :class:`Table`; raise :class:`DataError` with the place."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    fmt = detect_format(p)
+    if fmt != "hf" and p.stat().st_size == 0:
+        raise DataError(f"{p}: the file is empty", hint="expected a header row and at least one data row")
+    if fmt == "csv":
+        table = _read_csv(p)
+    elif fmt == "jsonl":
+        table = _read_jsonl(p)
+    elif fmt == "parquet":
+        table = _read_parquet(p)
+    else:
+        table = _read_hf(p)
+    if not table.rows:
+        raise DataError(f"{p}: no data rows (found only {'a header' if table.columns else 'nothing'})")
+    return table
+
+
+def _decode(p: Path) -> str:
+    raw = p.read_bytes()
+    if b"\x00" in raw[:8192]:
+        raise DataError(f"{p}: looks like a binary file (NUL bytes), not text", hint="expected UTF-8 CSV/JSONL")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(
+            f"{p}: not UTF-8 at line {line}, column {col} (byte 0x{raw[exc.start]:02x})",
+            hint="re-save the file as UTF-8, e.g. iconv -f latin1 -t utf-8",
+        ) from None
+
+
+def _read_csv(p: Path) -> Table:
+    text = _decode(p)
+    delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{p}: the file is empty") from None
+    except csv.Error as exc:
+        raise DataError(f"{p}: header row is not valid CSV ({exc})") from None
+    header = [h.strip() for h in header]
+    rows: list[dict[str, Any]] = []
+    try:
+        for i, rec in enumerate(reader, start=1):
+            if not rec:
+                continue
+            if len(rec) != len(header):
+                raise DataError(
+                    f"{p}, row {i}: expected {len(header)} fields as in the header, found {len(rec)}",
+                    hint="quote fields that contain the delimiter",
+                )
+            rows.append(dict(zip(header, rec, strict=True)))
+    except csv.Error as exc:
+        raise DataError(f"{p}, row {reader.line_num}: not valid CSV ({exc})") from None
+    return Table(p, header, rows)
+
+
+def _read_jsonl(p: Path) -> Table:
+    text = _decode(p)
+    rows: list[dict[str, Any]] = []
+    columns: dict[str, None] = {}
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{p}, line {i}, column {exc.colno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{p}, line {i}: expected a JSON object per line, found {type(obj).__name__}")
+        rows.append(obj)
+        columns.update(dict.fromkeys(obj))
+    return Table(p, list(columns), rows)
+
+
+def _read_parquet(p: Path) -> Table:
+    import pyarrow.parquet as pq
+
+    try:
+        t = pq.read_table(p)
+    except Exception as exc:  # pyarrow raises several types for broken files
+        raise DataError(f"{p}: not a readable Parquet file ({exc})") from None
+    return Table(p, list(t.column_names), t.to_pylist())
+
+
+def _read_hf(p: Path) -> Table:
+    from distil.errors import require
+
+    datasets: Any = require("datasets", "hf")
+    try:
+        ds = datasets.load_from_disk(str(p))
+    except Exception as exc:
+        raise DataError(f"{p}: not a Hugging Face dataset saved with save_to_disk ({exc})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise DataError(f"{p}: a DatasetDict without a 'train' split (found {list(ds)})")
+        ds = ds["train"]
+    return Table(p, list(ds.column_names), ds.to_list())
+
+
+def require_columns(table: Table, columns: Sequence[str], *, what: str = "input") -> None:
+    """Raise :class:`DataError` naming the missing columns and those that exist."""
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(
+            f"{table.path}: {what} column(s) {missing} not found; the file has {table.columns}",
+            hint="set [input].fields in the task file, or pass --text-column",
+        )
+
+
+def extract_texts(table: Table, fields: Sequence[str], render: Any) -> tuple[list[str], list[int], InputReport]:
+    """Texts for the given fields, rendered by ``render(row_dict) -> str``.
+
+    Returns (unique texts in first-seen order, row index → unique position or -1, report).
+    Empty and non-text rows map to -1 and are listed in the report.
+    """
+    require_columns(table, fields)
+    report = InputReport(total=len(table.rows))
+    seen: dict[str, int] = {}
+    uniques: list[str] = []
+    mapping: list[int] = []
+    for i, row in enumerate(table.rows, start=1):
+        values: dict[str, str] = {}
+        bad = False
+        for f in fields:
+            v = row.get(f)
+            if v is None:
+                v = ""
+            if not isinstance(v, str):
+                bad = True
+                break
+            values[f] = v
+        if bad:
+            report.non_text.append(i)
+            mapping.append(-1)
+            continue
+        text = render(values).strip()
+        if not text:
+            report.empty.append(i)
+            mapping.append(-1)
+            continue
+        pos = seen.get(text)
+        if pos is None:
+            pos = seen[text] = len(uniques)
+            uniques.append(text)
+        else:
+            report.duplicates += 1
+        mapping.append(pos)
+    report.used = len(uniques)
+    if not uniques:
+        raise DataError(
+            f"{table.path}: every row is empty or not text in column(s) {list(fields)} "
+            f"({len(report.empty)} empty, {len(report.non_text)} not text)"
+        )
+    return uniques, mapping, report
+
+
+# ---------------------------------------------------------------------------------------------
+# The labeled set: texts with the teacher's probabilities — what students train on.
+
+
+@dataclass
+class LabeledSet:
+    """Texts with teacher probabilities over ``labels`` (columns in that order).
+
+    ``gold`` holds gold labels where the user has them (else None entries).
+    """
+
+    texts: list[str]
+    probs: np.ndarray  # shape (n, k), float32, rows sum to 1
+    labels: list[str]
+    gold: list[str | None] | None = None
+    teacher: str = ""  # teacher fingerprint
+
+    def __post_init__(self) -> None:
+        self.probs = np.asarray(self.probs, dtype=np.float32)
+        if self.probs.ndim != 2 or self.probs.shape != (len(self.texts), len(self.labels)):
+            raise DataError(
+                f"labeled set: expected probabilities of shape ({len(self.texts)}, {len(self.labels)}), "
+                f"found {self.probs.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def hard(self) -> np.ndarray:
+        """Teacher argmax as label indices."""
+        return np.asarray(self.probs.argmax(axis=1), dtype=np.int64)
+
+    @property
+    def teacher_labels(self) -> list[str]:
+        """Teacher argmax as label names."""
+        return [self.labels[i] for i in self.hard]
+
+    def fingerprint(self) -> str:
+        """Hash of texts, probabilities (rounded) and labels: changes when the training data changes."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self.labels).encode())
+        for t in self.texts:
+            h.update(t.encode("utf-8"))
+            h.update(b"\x00")
+        h.update(np.round(self.probs, 5).astype(np.float32).tobytes())
+        return h.hexdigest()[:16]
+
+
+def write_labeled(ls: LabeledSet, path: str | Path) -> Path:
+    """Write text, teacher label and teacher probabilities to Parquet or JSONL (by suffix)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fmt = detect_format(p)
+    teacher_labels = ls.teacher_labels
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols: dict[str, Any] = {
+            "text": ls.texts,
+            "teacher_label": teacher_labels,
+            "teacher_probs": [row.tolist() for row in ls.probs],
+        }
+        if ls.gold is not None:
+            cols["gold"] = ls.gold
+        table = pa.table(cols)
+        meta = {b"distil.labels": json.dumps(ls.labels).encode(), b"distil.teacher": ls.teacher.encode()}
+        pq.write_table(table.replace_schema_metadata(meta), p)
+    elif fmt == "jsonl":
+        with p.open("w", encoding="utf-8") as fh:
+            for i, text in enumerate(ls.texts):
+                rec: dict[str, Any] = {
+                    "text": text,
+                    "teacher_label": teacher_labels[i],
+                    "teacher_probs": {lab: round(float(v), 6) for lab, v in zip(ls.labels, ls.probs[i], strict=True)},
+                }
+                if ls.gold is not None:
+                    rec["gold"] = ls.gold[i]
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    else:
+        raise DataError(f"{p}: the labeled set is written as .parquet or .jsonl, not {fmt}")
+    return p
+
+
+def read_labeled(path: str | Path) -> LabeledSet:
+    """Read a labeled set written by :func:`write_labeled`."""
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(p)
+        meta = t.schema.metadata or {}
+        if b"distil.labels" not in meta:
+            raise DataError(f"{p}: not a distil labeled set (no label list in the Parquet metadata)")
+        labels = json.loads(meta[b"distil.labels"])
+        d = t.to_pydict()
+        return LabeledSet(
+            texts=d["text"], probs=np.array(d["teacher_probs"], dtype=np.float32), labels=labels,
+            gold=d.get("gold"), teacher=meta.get(b"distil.teacher", b"").decode(),
+        )
+    if fmt == "jsonl":
+        table = _read_jsonl(p)
+        require_columns(table, ["text", "teacher_probs"], what="labeled-set")
+        labels = list(table.rows[0]["teacher_probs"])
+        probs = np.array([[r["teacher_probs"][lab] for lab in labels] for r in table.rows], dtype=np.float32)
+        gold = [r.get("gold") for r in table.rows] if "gold" in table.columns else None
+        return LabeledSet([r["text"] for r in table.rows], probs, labels, gold)
+    raise DataError(f"{p}: a labeled set is .parquet or .jsonl")
