@@ -243,6 +243,8 @@ def _describe(exc: ValidationError) -> str:
         loc = [str(x) for x in err["loc"]]
         # Drop pydantic's union tags ("openai", "function-after[...]") from the key path.
         loc = [x for x in loc if not x.startswith(("function-", "list[", "dict["))]
+        if len(loc) > 1 and loc[0] == "teacher" and loc[1] in ("openai", "local", "function"):
+            del loc[1]
         key = ".".join(loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key '{key}' (check the spelling; `distil init` shows every key)")
