@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import write_csv, write_task
 
 from distil.data import read_labeled
 from distil.journal import Journal
-from helpers import write_csv, write_task
 
 TESTS = Path(__file__).resolve().parent
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import write_csv, write_task
 
 from distil.journal import Journal
-from helpers import write_csv, write_task
 
 TESTS = Path(__file__).resolve().parent
 

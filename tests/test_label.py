@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_task
 
 from distil.journal import Journal
 from distil.label import label, labeled_set
 from distil.teachers import make_teacher
-from helpers import load_task
 
 TEXTS = [
     "my card has not arrived",

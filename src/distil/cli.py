@@ -167,6 +167,16 @@ def cmd_label(args: argparse.Namespace) -> int:
         console.print("dry run: nothing was sent")
         return 0
     export = None
+    rounds = getattr(result, "rounds", None)
+    if rounds is not None:
+        result.labeled.info = {"strategy": args.strategy, "rounds": [r.as_dict() for r in rounds]}
+        for r in rounds:
+            agree = "" if r.agreement is None else f", held-out agreement {r.agreement:.3f}"
+            console.print(f"round {r.round} ({r.kind}): asked {r.asked}, calls so far {r.calls_total}{agree}")
+        console.print(f"{args.strategy} labeling used {stats.calls + stats.from_journal} teacher answers "
+                      f"for a pool of {stats.total}; {stats.skipped} inputs were not sent to the teacher")
+    if result.labeled.info is None:
+        result.labeled.info = {"strategy": "all"}
     if len(result.labeled):
         export = Path(args.out) if args.out else task.work_path / "labeled.parquet"
         write_labeled(result.labeled, export)
@@ -176,7 +186,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             f"[yellow]{stats.invalid} answers were outside the label set; their raw text is in the journal "
             f"(status 'invalid')[/]"
         )
-    if stats.stopped in ("max_calls", "max_cost"):
+    if stats.stopped in ("max_calls", "max_cost") and (args.strategy == "all" or stats.stopped == "max_cost"):
         flag = "--max-calls" if stats.stopped == "max_calls" else "--max-cost"
         console.print(
             f"[red]stopped at the budget ({flag}): {stats.skipped} inputs not asked; "

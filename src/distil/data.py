@@ -262,6 +262,7 @@ class LabeledSet:
     labels: list[str]
     gold: list[str | None] | None = None
     teacher: str = ""  # teacher fingerprint
+    info: dict[str, Any] | None = None  # how it was made (strategy, rounds), stored with the set
 
     def __post_init__(self) -> None:
         self.probs = np.asarray(self.probs, dtype=np.float32)
@@ -313,7 +314,11 @@ def write_labeled(ls: LabeledSet, path: str | Path) -> Path:
         if ls.gold is not None:
             cols["gold"] = ls.gold
         table = pa.table(cols)
-        meta = {b"distil.labels": json.dumps(ls.labels).encode(), b"distil.teacher": ls.teacher.encode()}
+        meta = {
+            b"distil.labels": json.dumps(ls.labels).encode(),
+            b"distil.teacher": ls.teacher.encode(),
+            b"distil.info": json.dumps(ls.info or {}).encode(),
+        }
         pq.write_table(table.replace_schema_metadata(meta), p)
     elif fmt == "jsonl":
         with p.open("w", encoding="utf-8") as fh:
@@ -326,6 +331,9 @@ def write_labeled(ls: LabeledSet, path: str | Path) -> Path:
                 if ls.gold is not None:
                     rec["gold"] = ls.gold[i]
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if ls.info:
+            info_path = p.with_name(p.name + ".info.json")
+            info_path.write_text(json.dumps({"teacher": ls.teacher, **ls.info}, indent=1), encoding="utf-8")
     else:
         raise DataError(f"{p}: the labeled set is written as .parquet or .jsonl, not {fmt}")
     return p
@@ -347,6 +355,7 @@ def read_labeled(path: str | Path) -> LabeledSet:
         return LabeledSet(
             texts=d["text"], probs=np.array(d["teacher_probs"], dtype=np.float32), labels=labels,
             gold=d.get("gold"), teacher=meta.get(b"distil.teacher", b"").decode(),
+            info=json.loads(meta.get(b"distil.info", b"{}")) or None,
         )
     if fmt == "jsonl":
         table = _read_jsonl(p)

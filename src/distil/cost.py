@@ -1,0 +1,166 @@
+"""What a prediction costs: a price table for hosted teachers and a CPU-time cost model.
+
+Two ways a prediction is paid for:
+
+* a hosted LLM teacher is paid per token.  Cost per 1M predictions is
+  ``mean_tokens_in * price_in_per_1m + mean_tokens_out * price_out_per_1m`` dollars
+  (a million predictions of ``t`` tokens each are ``t`` million tokens), with the
+  mean tokens per prediction measured from the journal;
+* anything running on our own CPU (a student, a local or function teacher) is paid
+  per core-hour.  Cost per 1M predictions is ``cpu_seconds_per_prediction * 1e6 / 3600
+  * core_hour_usd``.
+
+The default prices below are the providers' public list prices (standard tier,
+$ per 1M tokens) as read on :data:`PRICES_READ_ON`.  Prices change: a task's
+``price_in_per_1m`` / ``price_out_per_1m`` win over this table, and a user's own
+table (a JSON or TOML file, or a mapping) can replace or extend it.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distil.errors import ConfigError
+
+#: When the default prices were read from the providers' pricing pages.
+PRICES_READ_ON = "2025-06-01"
+
+
+@dataclass(frozen=True)
+class Price:
+    """Dollars per 1M input and output tokens for one model, and where the number came from."""
+
+    in_per_1m: float
+    out_per_1m: float
+    source: str = "user"
+    read_on: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for metrics.json."""
+        return {
+            "in_per_1m": self.in_per_1m,
+            "out_per_1m": self.out_per_1m,
+            "source": self.source,
+            "read_on": self.read_on,
+        }
+
+
+_OPENAI = "https://openai.com/api/pricing"
+_ANTHROPIC = "https://www.anthropic.com/pricing#api"
+_GOOGLE = "https://ai.google.dev/gemini-api/docs/pricing"
+
+#: Default list prices, $ per 1M tokens (input, output), standard tier, no batch/cache discounts.
+DEFAULT_PRICES: dict[str, Price] = {
+    "gpt-4o-mini": Price(0.15, 0.60, _OPENAI, PRICES_READ_ON),
+    "gpt-4o": Price(2.50, 10.00, _OPENAI, PRICES_READ_ON),
+    "gpt-4.1-nano": Price(0.10, 0.40, _OPENAI, PRICES_READ_ON),
+    "gpt-4.1-mini": Price(0.40, 1.60, _OPENAI, PRICES_READ_ON),
+    "gpt-4.1": Price(2.00, 8.00, _OPENAI, PRICES_READ_ON),
+    "claude-3-5-haiku": Price(0.80, 4.00, _ANTHROPIC, PRICES_READ_ON),
+    "claude-sonnet-4": Price(3.00, 15.00, _ANTHROPIC, PRICES_READ_ON),
+    "gemini-2.0-flash": Price(0.10, 0.40, _GOOGLE, PRICES_READ_ON),
+}
+
+
+def load_prices(prices: Mapping[str, Any] | str | Path | None = None) -> dict[str, Price]:
+    """The price table: the defaults, updated by ``prices``.
+
+    ``prices`` is a mapping or a ``.json`` / ``.toml`` file of
+    ``model = {in_per_1m = 0.15, out_per_1m = 0.60}`` (a two-number list
+    ``[in, out]`` or a :class:`Price` also works).  Raises :class:`ConfigError`
+    naming the model and the file for a malformed entry.
+    """
+    table = dict(DEFAULT_PRICES)
+    if prices is None:
+        return table
+    source = "<mapping>"
+    raw: Mapping[str, Any]
+    if isinstance(prices, str | Path):
+        p = Path(prices)
+        source = str(p)
+        if not p.exists():
+            raise ConfigError(f"price table {source!r} not found", hint="pass a .json or .toml file")
+        try:
+            text = p.read_text(encoding="utf-8")
+            raw = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: not a readable price table ({exc})") from None
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{source}: expected a table of model → prices, found {type(raw).__name__}")
+    else:
+        raw = prices
+    for model, value in raw.items():
+        table[str(model)] = _price(value, model=str(model), source=source)
+    return table
+
+
+def _price(value: Any, *, model: str, source: str) -> Price:
+    if isinstance(value, Price):
+        return value
+    try:
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"in_per_1m", "out_per_1m", "source", "read_on"}
+            if unknown:
+                raise ValueError(f"unknown key(s) {sorted(unknown)}")
+            pin, pout = float(value["in_per_1m"]), float(value["out_per_1m"])
+            src = str(value.get("source", source))
+            read_on = value.get("read_on")
+        elif isinstance(value, list | tuple) and len(value) == 2:
+            pin, pout = float(value[0]), float(value[1])
+            src, read_on = source, None
+        else:
+            raise ValueError(f"found {value!r}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{source}: price for model {model!r} is malformed ({exc})",
+            hint="write it as {in_per_1m = 0.15, out_per_1m = 0.60} ($ per 1M tokens)",
+        ) from None
+    if pin < 0 or pout < 0:
+        raise ConfigError(f"{source}: price for model {model!r} is negative ({pin}, {pout})")
+    return Price(pin, pout, src, str(read_on) if read_on is not None else None)
+
+
+def lookup_price(
+    model: str,
+    table: Mapping[str, Price],
+    *,
+    price_in_per_1m: float = 0.0,
+    price_out_per_1m: float = 0.0,
+) -> Price | None:
+    """The price of ``model``: the task's own prices when set, else the table.
+
+    The table is matched exactly first, then by the longest key that starts the model
+    name (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``), ignoring a ``provider/``
+    prefix.  Returns None when nothing matches.
+    """
+    if price_in_per_1m > 0 or price_out_per_1m > 0:
+        return Price(price_in_per_1m, price_out_per_1m, "task file", None)
+    name = model.strip()
+    candidates = [name, name.rsplit("/", 1)[-1]]
+    for cand in candidates:
+        if cand in table:
+            return table[cand]
+    for cand in candidates:
+        best = max((k for k in table if cand.startswith(k)), key=len, default=None)
+        if best is not None:
+            return table[best]
+    return None
+
+
+def token_cost_per_1m(mean_tokens_in: float, mean_tokens_out: float, price: Price) -> float:
+    """Dollars per 1M predictions from the mean tokens per prediction and a token price."""
+    if mean_tokens_in < 0 or mean_tokens_out < 0:
+        raise ValueError("token counts cannot be negative")
+    return mean_tokens_in * price.in_per_1m + mean_tokens_out * price.out_per_1m
+
+
+def cpu_cost_per_1m(cpu_seconds_per_pred: float, core_hour_usd: float) -> float:
+    """Dollars per 1M predictions from CPU core-seconds per prediction and a $/core-hour rate."""
+    if cpu_seconds_per_pred < 0 or core_hour_usd < 0:
+        raise ValueError("CPU time and the core-hour price cannot be negative")
+    return cpu_seconds_per_pred * 1e6 / 3600.0 * core_hour_usd

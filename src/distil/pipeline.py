@@ -1,0 +1,117 @@
+"""label → train → eval in one call (``distil run``), and the embedded demo (``distil demo``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from distil.data import extract_texts, read_table, write_labeled
+from distil.errors import BudgetExceeded, TeacherError
+from distil.journal import Journal
+from distil.label import label
+from distil.task import Task
+from distil.teachers import make_teacher
+
+log = logging.getLogger(__name__)
+
+
+def _say(console: Any, msg: str) -> None:
+    if console is not None:
+        console.print(msg)
+    else:
+        log.info(msg)
+
+
+def run(
+    task: Task,
+    inputs: Path,
+    out: Path,
+    *,
+    test: Path | None = None,
+    label_column: str | None = None,
+    text_column: str = "text",
+    max_calls: int | None = None,
+    max_cost: float | None = None,
+    students: tuple[str, ...] | None = None,
+    console: Any = None,
+) -> dict[str, Any]:
+    """Label ``inputs`` with the task's teacher, train the ladder on the answers, evaluate on ``test``.
+
+    Writes ``out/labeled.parquet``, ``out/students/`` and (with a test file) ``out/eval/metrics.json``
+    and ``out/eval/report.html``; returns the metrics (empty without a test file).
+    """
+    from distil.train import train
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = read_table(inputs)
+    texts, _, report = extract_texts(table, task.input.fields, task.input.render)
+    _say(console, f"{inputs}: {report.summary()}")
+
+    teacher = make_teacher(task)
+    progress = None
+    if console is not None:
+        from distil.cli import _LabelDisplay
+
+        progress = _LabelDisplay(teacher.describe())
+    journal = Journal(task.journal_path)
+    try:
+        result = label(
+            task, texts, teacher=teacher, journal=journal, max_calls=max_calls, max_cost=max_cost,
+            progress=progress,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+        journal.close()
+    s = result.stats
+    _say(
+        console,
+        f"teacher calls this run: {s.calls}, from journal: {s.from_journal}, failed: {s.failed}, "
+        f"invalid: {s.invalid}, spent: ${s.spent:.4f}",
+    )
+    if s.stopped in ("max_calls", "max_cost"):
+        raise BudgetExceeded(
+            f"the budget stopped labeling with {s.skipped} inputs not asked",
+            hint="rerun with a higher --max-calls/--max-cost; answers so far are in the journal",
+        )
+    if len(result.labeled) == 0:
+        raise TeacherError("the teacher answered none of the inputs; nothing to train on")
+    labeled_path = write_labeled(result.labeled, out / "labeled.parquet")
+    _say(console, f"labeled set: {labeled_path} ({len(result.labeled)} texts)")
+
+    kwargs: dict[str, Any] = {"target": task.targets.min_retention}
+    if students:
+        kwargs["students"] = students
+    trained = train(result.labeled, out / "students", **kwargs)
+    _say(console, trained.summary() if hasattr(trained, "summary") else f"students: {out / 'students'}")
+
+    metrics: dict[str, Any] = {}
+    if test is not None:
+        from distil.evaluate import evaluate
+
+        metrics = evaluate(
+            out / "students", test, task=task, label_column=label_column, text_column=text_column,
+            out=out / "eval",
+        )
+        _say(console, f"metrics: {out / 'eval' / 'metrics.json'}\nreport: {out / 'eval' / 'report.html'}")
+    _say(console, f"journal: {task.journal_path}")
+    return metrics
+
+
+def demo(out: Path, *, console: Any = None, quick: bool = False) -> dict[str, Any]:
+    """The embedded default: CFPB complaints → product, with a local mpnet teacher, end to end."""
+    from distil.demo import prepare_demo
+    from distil.teacher_fit import fit_head
+
+    files = prepare_demo(out, **({"n_pool": 600, "n_test": 400} if quick else {}))
+    task = Task.load(files.task)
+    head = task.resolve(task.teacher.head) if task.teacher is not None and task.teacher.kind == "local" else None
+    if head is not None and not head.exists():
+        _say(console, f"fitting the teacher head on {files.gold} (gold labels, disjoint from the pool)")
+        rep = fit_head(task, files.gold, label_column="product", out=head)
+        _say(console, rep.summary() if hasattr(rep, "summary") else str(rep))
+    students = ("ngram", "static", "encoder") if not quick else ("ngram",)
+    return run(
+        task, files.pool, out, test=files.test, label_column="product", students=students, console=console
+    )

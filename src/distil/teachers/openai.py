@@ -1,0 +1,789 @@
+"""The ``openai`` teacher: any OpenAI-compatible chat-completions endpoint.
+
+Works with OpenAI itself, vLLM, Ollama and llama.cpp's server (``llama_cpp.server``).
+One request per text (or a few when sampling), sent by a small thread pool with
+requests-per-minute / tokens-per-minute token buckets, through the one retry loop of
+:func:`distil.teachers.base.retry_call`.
+
+**The prompt.**  The system message is the task's instruction, then the labels (with
+their descriptions when they differ from the name), then the answer format: a JSON object
+``{"label": "<one label>"}``.  The user message is the text.  The prompt is the same
+whatever the server supports, and its SHA-256 is part of :meth:`OpenAITeacher.identity`.
+
+**Capabilities** are probed once per teacher, on the first batch, with a short fixed
+probe text (:data:`PROBE_TEXT`), and kept in :attr:`OpenAITeacher.capabilities`:
+
+1. constrained answers (unless ``constrained = "none"``): first OpenAI's
+   ``response_format = {"type": "json_schema", ...}``, then llama.cpp's
+   ``{"type": "json_object", "schema": ...}``; both hold a JSON schema whose ``label`` is an
+   ``enum`` of the labels.  A style counts as supported when the server accepts it and the
+   probe's answer is a label.  A refusal (a 4xx, or a 5xx that persists after one retry —
+   llama-cpp-python answers an unknown ``response_format`` type with HTTP 500) only moves
+   on to the next style; with none left the answers are unconstrained.
+2. log-probabilities (when ``probs`` is ``auto`` or ``logprobs``): ``logprobs=true,
+   top_logprobs=k``; supported when the answer carries ``logprobs.content[*].top_logprobs``.
+
+``probs = "auto"`` then uses ``logprobs`` when supported, otherwise ``samples``.  A forced
+mode the server cannot serve (``probs = "logprobs"`` without logprobs,
+``constrained = "json_schema"`` with neither style) stops the run with a
+:class:`TeacherError`.
+
+**Class probabilities** (``Answer.method``):
+
+* ``"logprobs"`` — from the tokens of the generated label.  Starting where the label's
+  value begins (after ``"label": "`` in the JSON, or at the first character of a bare
+  answer), the generated path is followed token by token.  At each position the reported
+  alternatives (``top_logprobs`` plus the generated token) are kept only if, appended to
+  the label prefix generated so far, they can still start or complete a label
+  (completion = the label followed by ``"`` in JSON, or by whitespace/punctuation in a bare
+  answer).  Everything else is dropped and the rest renormalised: llama.cpp reports
+  top_logprobs from *before* its grammar masks tokens, so they include tokens the grammar
+  forbids.  An alternative that selects a single label gives that label its share of the
+  mass; one shared by several labels (``card_`` in ``card_arrival`` / ``card_linking``)
+  gives each of them an equal share (the server never shows how that branch would have
+  continued); the generated token's share is carried to the next position, until a single
+  label is left.  Matching is exact while a grammar constrains the answer and
+  case-insensitive otherwise.  When the logprobs cannot be read (no ``top_logprobs`` at the
+  label, the path leaves the label set) the answer falls back to ``"onehot"`` and
+  ``extra["logprobs_error"]`` says why.
+* ``"samples"`` — ``samples`` answers at ``sample_temperature``, asked with ``n=k``; a
+  server that returns fewer choices (llama.cpp ignores ``n``) is asked again for the rest.
+  The probabilities are the frequencies of the valid answers; invalid samples are counted
+  in ``extra["invalid_samples"]``; when none is valid the answer is ``invalid``.
+* ``"onehot"`` — one answer at ``temperature``, probability 1 on it.
+
+**Answers outside the label set** are ``invalid`` with the raw text, never mapped to a
+near label.  What is normalised before the exact match: surrounding whitespace, a
+surrounding Markdown code fence, surrounding quotes or backticks, a trailing period, runs of
+whitespace (collapsed to one space) and letter case.  Two labels equal after that
+normalisation are matched only exactly.  The answer may be the JSON object
+(``{"label": ...}``), a JSON string, or the bare label.
+
+**Errors.**  Connection errors, timeouts and HTTP 408/409/429/5xx are retried with backoff
+and jitter, honouring ``Retry-After`` (and OpenAI's ``retry-after-ms``).  401/403 (bad key)
+and 404 (no such model or endpoint) raise :class:`TeacherError` at once, as does a probe
+whose retries are spent (the endpoint is unreachable).  Any other 4xx makes that one answer
+``failed`` with the server's message, without retries; so do spent retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlparse
+
+import httpx
+
+from distil.errors import TeacherError
+from distil.teachers.base import (
+    RETRYABLE_STATUS,
+    Answer,
+    Method,
+    RetryableError,
+    RetryPolicy,
+    Teacher,
+    normalise,
+    parse_retry_after,
+    retry_call,
+)
+from distil.teachers.ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from distil.task import OpenAITeacherSpec, Task
+
+#: The text of the capability probe (short, so the probe costs a few dozen tokens).
+PROBE_TEXT = "Hello, I have a question."
+#: Characters per token for estimates made before sending (the usual rule of thumb).
+CHARS_PER_TOKEN = 4.0
+#: Tokens a chat request adds around its messages (role markers, template).
+MESSAGE_OVERHEAD_TOKENS = 12
+
+ResponseFormat = Literal["json_schema", "json_object"]
+Mode = Literal["logprobs", "samples", "onehot"]
+
+_JSON_VALUE_START = re.compile(r'"label"\s*:\s*"')
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.DOTALL)
+_BARE_TERMINATORS = frozenset(" \t\r\n\"'`.,;:!?)]}")
+_JSON_TERMINATORS = frozenset('"')
+
+
+@dataclass
+class Capabilities:
+    """What the probe found the server supports, and what it cost."""
+
+    response_format: ResponseFormat | None
+    logprobs: bool
+    mode: Mode
+    notes: list[str] = field(default_factory=list)
+    calls: int = 0
+    attempts: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (for run records and reports)."""
+        return asdict(self)
+
+
+@dataclass
+class _Outcome:
+    """The result of one logical request (all its HTTP attempts)."""
+
+    body: dict[str, Any] | None
+    attempts: int
+    error: str | None = None
+    status: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.body is not None
+
+    def usage(self) -> tuple[int, int]:
+        usage = (self.body or {}).get("usage") or {}
+        return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+
+
+class _HTTPFailure(Exception):
+    """A response that will not get better by retrying (4xx other than 408/409/429, bad body)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Stopped(Exception):
+    """Another thread hit a fatal error; stop sending."""
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _norm(text: str) -> str:
+    text = " ".join(text.split())
+    text = text.removesuffix(".").strip().strip("\"'`").strip()
+    return text.removesuffix(".").strip().casefold()
+
+
+def build_system_prompt(task: Task) -> str:
+    """The system message: instruction, labels (with descriptions), answer format."""
+    lines = [task.instruction.strip(), "", "Labels:"]
+    for name, desc in task.label_descriptions.items():
+        lines.append(f"- {name}" if desc == name else f"- {name}: {desc}")
+    lines += [
+        "",
+        'Answer with a JSON object only, in the form {"label": "<label>"}, '
+        "where <label> is exactly one of the labels above.",
+    ]
+    return "\n".join(lines)
+
+
+def label_schema(labels: Sequence[str]) -> dict[str, Any]:
+    """JSON schema of an answer: an object whose ``label`` is one of ``labels``."""
+    return {
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": list(labels)}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
+
+
+class OpenAITeacher(Teacher):
+    """A teacher behind an OpenAI-compatible chat-completions endpoint (see the module docs).
+
+    ``transport`` (an httpx transport, e.g. ``httpx.MockTransport``) and ``retry`` (a
+    :class:`RetryPolicy`, whose ``sleep`` the rate limiter shares unless ``sleep`` is
+    given) exist for tests; ``clock`` drives the rate limiter.
+    """
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        spec: OpenAITeacherSpec,
+        task: Task,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        super().__init__(task.label_names)
+        self.spec = spec
+        self.task = task
+        self.url = spec.base_url.rstrip("/") + "/chat/completions"
+        self.system_prompt = build_system_prompt(task)
+        self.schema = label_schema(self.labels)
+        self.retry = retry if retry is not None else RetryPolicy(max_retries=spec.max_retries)
+        sleep = sleep or self.retry.sleep
+        self._rpm = (
+            TokenBucket(spec.requests_per_minute, clock=clock, sleep=sleep)
+            if spec.requests_per_minute
+            else None
+        )
+        self._tpm = (
+            TokenBucket(spec.tokens_per_minute, clock=clock, sleep=sleep) if spec.tokens_per_minute else None
+        )
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(spec.api_key_env)
+        self._has_key = bool(key)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        conns = max(spec.concurrency, 1)
+        self._client = httpx.Client(
+            timeout=spec.timeout_s,
+            headers=headers,
+            transport=transport,
+            limits=httpx.Limits(max_connections=conns, max_keepalive_connections=conns),
+        )
+        # Exact match first, then the normalised form (unless two labels collide).
+        self._exact = {lab: lab for lab in self.labels}
+        normed: dict[str, list[str]] = {}
+        for lab in self.labels:
+            normed.setdefault(_norm(lab), []).append(lab)
+        self._normed = {k: v[0] for k, v in normed.items() if len(v) == 1}
+        self.capabilities: Capabilities | None = None
+        self._probe_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._fatal: TeacherError | None = None
+
+    # -- identity ------------------------------------------------------------------
+    def prompt_sha(self) -> str:
+        """SHA-256 (first 16 hex digits) of the exact prompt template (system message + user template)."""
+        template = json.dumps({"system": self.system_prompt, "user": "{text}"}, sort_keys=True)
+        return hashlib.sha256(template.encode()).hexdigest()[:16]
+
+    def identity(self) -> dict[str, Any]:
+        """Model, prompt and sampling parameters; never the key or the base URL."""
+        s = self.spec
+        return {
+            "model": s.model,
+            "prompt_version": s.prompt_version,
+            "prompt_sha": self.prompt_sha(),
+            "temperature": s.temperature,
+            "probs": s.probs,
+            "top_logprobs": s.top_logprobs,
+            "samples": s.samples,
+            "sample_temperature": s.sample_temperature,
+            "constrained": s.constrained,
+            "max_tokens": s.max_tokens,
+        }
+
+    def describe(self) -> str:
+        """``openai:<model> @ <host>``."""
+        host = urlparse(self.spec.base_url).netloc or self.spec.base_url
+        return f"openai:{self.spec.model} @ {host}"
+
+    # -- cost ----------------------------------------------------------------------
+    def _estimate_tokens_in(self, text: str) -> int:
+        chars = len(self.system_prompt) + len(text)
+        return math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS
+
+    def _planned_mode(self) -> Mode:
+        if self.capabilities is not None:
+            return self.capabilities.mode
+        # Before the probe "auto" is assumed to get logprobs (one request per text).
+        return "logprobs" if self.spec.probs == "auto" else self.spec.probs
+
+    def estimate_cost(self, texts: Sequence[str]) -> float:
+        """Dollars for these texts before sending: ~4 chars/token of prompt + max output tokens.
+
+        Sampling multiplies the whole request by ``samples``.  Before the capability probe,
+        ``probs = "auto"`` is estimated as one request per text (logprobs).
+        """
+        s = self.spec
+        times = s.samples if self._planned_mode() == "samples" else 1
+        total = 0.0
+        for text in texts:
+            total += self._cost(self._estimate_tokens_in(text), s.max_tokens) * times
+        return total
+
+    def _cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.spec.price_in_per_1m + tokens_out * self.spec.price_out_per_1m) / 1e6
+
+    # -- HTTP ----------------------------------------------------------------------
+    def _payload(
+        self,
+        text: str,
+        *,
+        response_format: ResponseFormat | None,
+        logprobs: bool,
+        n: int = 1,
+        temperature: float | None = None,
+    ) -> dict[str, Any]:
+        s = self.spec
+        payload: dict[str, Any] = {
+            "model": s.model,
+            "messages": [
+                {"role": "system", "content": self.system_prompt},
+                {"role": "user", "content": text},
+            ],
+            "temperature": s.temperature if temperature is None else temperature,
+            "max_tokens": s.max_tokens,
+        }
+        if n > 1:
+            payload["n"] = n
+        if logprobs:
+            payload["logprobs"] = True
+            payload["top_logprobs"] = s.top_logprobs
+        if response_format == "json_schema":
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "label", "strict": True, "schema": self.schema},
+            }
+        elif response_format == "json_object":
+            payload["response_format"] = {"type": "json_object", "schema": self.schema}
+        return payload
+
+    def _post_once(self, payload: dict[str, Any], probe_5xx: list[int] | None) -> dict[str, Any]:
+        """One HTTP attempt: the body, or RetryableError / _HTTPFailure / TeacherError."""
+        try:
+            resp = self._client.post(self.url, json=payload)
+        except httpx.TimeoutException as exc:
+            raise RetryableError(
+                f"{self.url} did not answer within {self.spec.timeout_s:g}s ({type(exc).__name__})"
+            ) from None
+        except httpx.TransportError as exc:
+            raise RetryableError(f"cannot connect to {self.url}: {type(exc).__name__}: {exc}") from None
+        status = resp.status_code
+        if 200 <= status < 300:
+            try:
+                body = resp.json()
+            except ValueError:
+                raise _HTTPFailure(
+                    status, f"HTTP {status} with a body that is not JSON: {resp.text[:200]!r}"
+                ) from None
+            if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+                raise _HTTPFailure(status, f"HTTP {status} without 'choices': {resp.text[:200]!r}")
+            return body
+        message = _error_message(resp)
+        if status in (401, 403):
+            hint = (
+                f"set the environment variable {self.spec.api_key_env} to a valid key"
+                if not self._has_key
+                else f"check the key in the environment variable {self.spec.api_key_env}"
+            )
+            raise TeacherError(f"{self.url} refused the request (HTTP {status}): {message}", hint=hint)
+        if status == 404:
+            raise TeacherError(
+                f"{self.url} answered HTTP 404 for model {self.spec.model!r}: {message}",
+                hint="check [teacher].model and that base_url ends with the API root (e.g. .../v1)",
+            )
+        if status in RETRYABLE_STATUS or status >= 500:
+            if probe_5xx is not None and status >= 500:
+                probe_5xx[0] += 1
+                if probe_5xx[0] > 1:  # a probe's feature refused with a 5xx twice: a refusal
+                    raise _HTTPFailure(status, f"HTTP {status}: {message}")
+            raise RetryableError(f"HTTP {status}: {message}", retry_after=_retry_after(resp))
+        raise _HTTPFailure(status, f"HTTP {status}: {message}")
+
+    def _send(self, payload: dict[str, Any], est_tokens: int, *, probe: bool = False) -> _Outcome:
+        """One logical request through the rate limits and the retry loop."""
+        attempts = 0
+        probe_5xx = [0] if probe else None
+
+        def attempt() -> dict[str, Any]:
+            nonlocal attempts
+            if self._stop.is_set():
+                raise _Stopped
+            if self._rpm is not None:
+                self._rpm.acquire(1)
+            if self._tpm is not None:
+                self._tpm.acquire(est_tokens)
+            attempts += 1
+            return self._post_once(payload, probe_5xx)
+
+        try:
+            body, _ = retry_call(attempt, self.retry)
+        except RetryableError as exc:
+            return _Outcome(None, attempts, f"gave up after {attempts} attempts: {exc}")
+        except _HTTPFailure as exc:
+            return _Outcome(None, attempts, str(exc), exc.status)
+        out = _Outcome(body, attempts)
+        if self._tpm is not None:
+            t_in, t_out = out.usage()
+            if t_in or t_out:
+                self._tpm.adjust(t_in + t_out - est_tokens)
+        return out
+
+    def _est(self, text: str, n: int = 1) -> int:
+        return self._estimate_tokens_in(text) + self.spec.max_tokens * n
+
+    # -- capability probe ----------------------------------------------------------
+    def _probe(self) -> Capabilities:
+        s = self.spec
+        notes: list[str] = []
+        spent = {"calls": 0, "attempts": 0, "tokens_in": 0, "tokens_out": 0}
+
+        def send(payload: dict[str, Any], *, feature: bool = True) -> _Outcome:
+            # A feature request takes a persistent 5xx as a refusal; a plain one retries as usual.
+            out = self._send(payload, self._est(PROBE_TEXT), probe=feature)
+            spent["calls"] += 1
+            spent["attempts"] += out.attempts
+            t_in, t_out = out.usage()
+            spent["tokens_in"] += t_in
+            spent["tokens_out"] += t_out
+            if not out.ok and out.status is None:  # retries spent: nothing answers there
+                raise TeacherError(
+                    f"the teacher endpoint {self.url} did not answer the capability probe: {out.error}",
+                    hint="check [teacher].base_url and that the server is running and reachable",
+                )
+            return out
+
+        rf: ResponseFormat | None = None
+        if s.constrained != "none":
+            style: ResponseFormat
+            for style in ("json_schema", "json_object"):
+                out = send(self._payload(PROBE_TEXT, response_format=style, logprobs=False))
+                if out.ok and self._parse(_content(out.body)) is not None:
+                    rf = style
+                    break
+                why = (out.error or "") if not out.ok else f"answer {_content(out.body)!r} is not a label"
+                if out.ok and _finish_reason(out.body) == "length":
+                    why += f" (cut at max_tokens={s.max_tokens}: raise [teacher].max_tokens)"
+                notes.append(f"response_format {style} refused: {why}")
+            if rf is None and s.constrained == "json_schema":
+                raise TeacherError(
+                    f"{self.url} does not constrain answers to a JSON schema: {'; '.join(notes)}",
+                    hint='set [teacher].constrained = "auto" or "none"',
+                )
+        want_lp = s.probs in ("auto", "logprobs")
+        out = send(self._payload(PROBE_TEXT, response_format=rf, logprobs=want_lp), feature=want_lp)
+        has_lp = False
+        if want_lp:
+            if out.ok and _has_top_logprobs(out.body):
+                has_lp = True
+            else:
+                why = (out.error or "") if not out.ok else "the answer carries no top_logprobs"
+                notes.append(f"logprobs not available: {why}")
+                if s.probs == "logprobs":
+                    raise TeacherError(
+                        f"{self.url} does not return logprobs for model {s.model!r}: {why}",
+                        hint='set [teacher].probs = "auto" or "samples"',
+                    )
+                if not out.ok:
+                    out = send(self._payload(PROBE_TEXT, response_format=rf, logprobs=False), feature=False)
+        if not out.ok:
+            raise TeacherError(
+                f"{self.url} refused a plain chat completion for model {s.model!r}: {out.error}",
+                hint="check [teacher].model, max_tokens and temperature for this server",
+            )
+        mode: Mode = ("logprobs" if has_lp else "samples") if s.probs == "auto" else s.probs
+        return Capabilities(
+            response_format=rf,
+            logprobs=has_lp,
+            mode=mode,
+            notes=notes,
+            cost=self._cost(spent["tokens_in"], spent["tokens_out"]),
+            **spent,
+        )
+
+    def probe(self) -> Capabilities:
+        """Probe the server once (thread-safe) and return what it supports."""
+        with self._probe_lock:
+            if self.capabilities is None:
+                self.capabilities = self._probe()
+            return self.capabilities
+
+    # -- answers -------------------------------------------------------------------
+    def _parse(self, content: str) -> str | None:
+        """The label an answer names, or None (see the module docs for what is normalised)."""
+        s = content.strip()
+        m = _FENCE.match(s)
+        if m:
+            s = m.group(1).strip()
+        value: Any = s
+        try:
+            value = json.loads(s)
+        except ValueError:
+            value = s
+        if isinstance(value, dict):
+            value = value.get("label")
+        if not isinstance(value, str):
+            return None
+        if value in self._exact:
+            return value
+        return self._normed.get(_norm(value))
+
+    def predict_batch(self, texts: Sequence[str]) -> list[Answer]:
+        """One answer per text, with up to ``concurrency`` requests in flight.
+
+        Raises :class:`TeacherError` when the endpoint is unreachable at the probe or
+        refuses the key / model (every answer would be bad); never for one bad text.
+        """
+        if self._fatal is not None:
+            raise self._fatal
+        if not texts:
+            return []
+        caps = self.probe()
+        workers = min(self.spec.concurrency, len(texts))
+        try:
+            if workers <= 1:
+                return [self._answer(t, caps) for t in texts]
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="distil-openai") as pool:
+                futures: list[Future[Answer]] = [pool.submit(self._answer, t, caps) for t in texts]
+                wait(futures, return_when=FIRST_EXCEPTION)
+                failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+                if failed is not None:
+                    self._stop.set()
+                    for other in futures:
+                        other.cancel()
+                    exc = failed.exception()
+                    assert exc is not None
+                    raise exc
+                return [fut.result() for fut in futures]
+        except TeacherError as exc:
+            self._stop.set()
+            self._fatal = exc
+            raise
+
+    def _answer(self, text: str, caps: Capabilities) -> Answer:
+        started = time.perf_counter()
+        sampled = caps.mode == "samples"
+        ans = self._answer_samples(text, caps) if sampled else self._answer_single(text, caps)
+        ans.cost = self._cost(ans.tokens_in, ans.tokens_out)
+        ans.latency_ms = (time.perf_counter() - started) * 1000.0
+        ans.extra.setdefault("response_format", caps.response_format)
+        return ans
+
+    def _answer_single(self, text: str, caps: Capabilities) -> Answer:
+        lp = caps.mode == "logprobs"
+        payload = self._payload(text, response_format=caps.response_format, logprobs=lp)
+        out = self._send(payload, self._est(text))
+        t_in, t_out = out.usage()
+        if not out.ok:
+            return Answer("failed", error=out.error, attempts=out.attempts, tokens_in=t_in, tokens_out=t_out)
+        content = _content(out.body)
+        common: dict[str, Any] = {"attempts": out.attempts, "tokens_in": t_in, "tokens_out": t_out}
+        label = self._parse(content)
+        if label is None:
+            return Answer("invalid", raw=content, **common)
+        extra: dict[str, Any] = {"answer": label}
+        method: Method = "onehot"
+        probs: list[float] | None = None
+        if lp:
+            choice = out.body["choices"][0] if out.body and out.body["choices"] else {}
+            probs, why = self._logprob_probs(choice, caps)
+            if probs is not None:
+                method = "logprobs"
+            else:
+                extra["logprobs_error"] = why
+        if probs is None:
+            probs = [1.0 if lab == label else 0.0 for lab in self.labels]
+        return Answer("done", probs=probs, method=method, raw=content, extra=extra, **common)
+
+    def _answer_samples(self, text: str, caps: Capabilities) -> Answer:
+        k = self.spec.samples
+        contents: list[str] = []
+        attempts = t_in = t_out = 0
+        for _ in range(k):  # at most k requests, however few choices each brings
+            need = k - len(contents)
+            if need <= 0:
+                break
+            payload = self._payload(
+                text,
+                response_format=caps.response_format,
+                logprobs=False,
+                n=need,
+                temperature=self.spec.sample_temperature,
+            )
+            out = self._send(payload, self._est(text, need))
+            a, b = out.usage()
+            attempts, t_in, t_out = attempts + out.attempts, t_in + a, t_out + b
+            if not out.ok:
+                return Answer("failed", error=out.error, attempts=attempts, tokens_in=t_in, tokens_out=t_out)
+            choices = (out.body or {}).get("choices") or []
+            got = [_content({"choices": [c]}) for c in choices[:need]]
+            if not got:
+                break
+            contents += got
+        parsed = [self._parse(c) for c in contents]
+        valid = [p for p in parsed if p is not None]
+        common: dict[str, Any] = {"attempts": attempts, "tokens_in": t_in, "tokens_out": t_out}
+        extra = {"samples": parsed, "invalid_samples": len(parsed) - len(valid)}
+        if not valid:
+            return Answer("invalid", raw=json.dumps(contents, ensure_ascii=False), extra=extra, **common)
+        counts = {lab: float(valid.count(lab)) for lab in set(valid)}
+        probs = normalise(counts, self.labels)
+        return Answer("done", probs=probs, method="samples", raw=contents[0], extra=extra, **common)
+
+    def _logprob_probs(self, choice: dict[str, Any], caps: Capabilities) -> tuple[list[float] | None, str]:
+        """Label probabilities from the generated path's logprobs (see the module docs)."""
+        items = ((choice.get("logprobs") or {}).get("content")) or []
+        if not items:
+            return None, "no logprobs in the answer"
+        constrained = caps.response_format is not None
+        return label_probs_from_logprobs(items, self.labels, case_sensitive=constrained)
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Logprobs → label probabilities (a pure function, tested on golden values).
+
+
+def label_probs_from_logprobs(
+    items: Sequence[dict[str, Any]], labels: Sequence[str], *, case_sensitive: bool = True
+) -> tuple[list[float] | None, str]:
+    """Probabilities over ``labels`` from chat-completions ``logprobs.content`` items.
+
+    Follows the generated path from the start of the label (in a ``{"label": "..."}``
+    object, or a bare answer), renormalising each position's alternatives over the tokens
+    that can still start or complete a label; see the module docs.  Returns
+    ``(probs, "")`` or ``(None, reason)``.
+    """
+    tokens = [str(it.get("token", "")) for it in items]
+    text = "".join(tokens)
+    m = _JSON_VALUE_START.search(text)
+    if m:
+        start, terminators = m.end(), _JSON_TERMINATORS
+        forms = {lab: json.dumps(lab, ensure_ascii=False)[1:-1] for lab in labels}
+    else:
+        start = len(text) - len(text.lstrip(" \t\r\n\"'`"))
+        terminators = _BARE_TERMINATORS
+        forms = {lab: lab for lab in labels}
+
+    def fold(x: str) -> str:
+        return x if case_sensitive else x.casefold()
+
+    forms = {lab: fold(f) for lab, f in forms.items()}
+    # The token holding the first character of the label.
+    pos, first = 0, None
+    for i, tok in enumerate(tokens):
+        if pos <= start < pos + len(tok):
+            first = i
+            break
+        pos += len(tok)
+    if first is None:
+        return None, "the answer has no label tokens"
+    if not items[first].get("top_logprobs"):
+        return None, "no top_logprobs at the label's first token"
+
+    def consistent(ext: str, among: Sequence[str]) -> list[str]:
+        return [
+            lab
+            for lab in among
+            if forms[lab].startswith(ext)
+            or (ext.startswith(forms[lab]) and ext[len(forms[lab])] in terminators)
+        ]
+
+    scores = dict.fromkeys(labels, 0.0)
+    remaining = list(labels)
+    prefix = ""
+    mass = 1.0
+    for i in range(first, len(items)):
+        pre = text[pos:start] if i == first else ""
+        item = items[i]
+        gen = fold(str(item.get("token", "")))[len(pre) :]
+        cands: dict[str, float] = {}
+        for alt in item.get("top_logprobs") or []:
+            tok = fold(str(alt.get("token", "")))
+            if tok.startswith(fold(pre)) and len(tok) > len(pre):
+                s = tok[len(pre) :]
+                cands[s] = max(cands.get(s, -math.inf), float(alt.get("logprob", -math.inf)))
+        cands[gen] = max(cands.get(gen, -math.inf), float(item.get("logprob", -math.inf)))
+        groups = {s: g for s in cands if (g := consistent(prefix + s, remaining))}
+        if gen not in groups:
+            return None, f"the generated token {gen!r} leaves the label set after {prefix!r}"
+        weights = {s: math.exp(cands[s]) for s in groups}
+        total = sum(weights.values())
+        if total <= 0:
+            return None, "all label tokens have probability 0"
+        for s, g in groups.items():
+            if s != gen:
+                share = mass * weights[s] / total / len(g)
+                for lab in g:
+                    scores[lab] += share
+        mass *= weights[gen] / total
+        prefix += gen
+        remaining = groups[gen]
+        if len(remaining) == 1:
+            scores[remaining[0]] += mass
+            mass = 0.0
+            break
+    if mass > 0:  # the tokens ended with several labels still possible
+        exact = [lab for lab in remaining if forms[lab] == prefix.rstrip()]
+        for lab in exact or remaining:
+            scores[lab] += mass / len(exact or remaining)
+    probs = normalise(scores, labels)
+    if probs is None:
+        return None, "no probability mass on any label"
+    return probs, ""
+
+
+def _content(body: dict[str, Any] | None) -> str:
+    choices = (body or {}).get("choices") or []
+    if not choices:
+        return ""
+    msg = choices[0].get("message") or {}
+    content = msg.get("content")
+    if content is None:
+        content = msg.get("refusal")  # OpenAI's structured-output refusal: kept as the raw answer
+    if content is None:
+        content = choices[0].get("text")  # completions-style servers
+    return content if isinstance(content, str) else ""
+
+
+def _finish_reason(body: dict[str, Any] | None) -> str | None:
+    choices = (body or {}).get("choices") or []
+    return choices[0].get("finish_reason") if choices else None
+
+
+def _has_top_logprobs(body: dict[str, Any] | None) -> bool:
+    choices = (body or {}).get("choices") or []
+    if not choices:
+        return False
+    items = ((choices[0].get("logprobs") or {}).get("content")) or []
+    return bool(items) and any(it.get("top_logprobs") for it in items)
+
+
+def _error_message(resp: httpx.Response) -> str:
+    """The server's own error message (OpenAI ``{"error": {"message"}}``, FastAPI ``detail``, text)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text.strip()[:500] or resp.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error", body.get("detail", body.get("message")))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        if err is not None:
+            text = err if isinstance(err, str) else json.dumps(err)
+            return text.strip()[:500]
+    return json.dumps(body)[:500]
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    seconds = parse_retry_after(resp.headers.get("retry-after"))
+    if seconds is None:
+        ms = resp.headers.get("retry-after-ms")
+        try:
+            seconds = max(float(ms) / 1000.0, 0.0) if ms else None
+        except ValueError:
+            seconds = None
+    return seconds
+
+
+__all__ = [
+    "PROBE_TEXT",
+    "Capabilities",
+    "OpenAITeacher",
+    "build_system_prompt",
+    "label_probs_from_logprobs",
+    "label_schema",
+]

@@ -1,0 +1,72 @@
+"""Active labeling: rounds, budget, no self-training, resume from the journal."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import banking77
+
+from distil.active import cheap_embed, k_center, label_active, margin
+from distil.journal import Journal
+from distil.task import Task
+
+
+def _task(tmp_path: Path, labels: list[str]) -> Task:
+    lab = ", ".join(f'"{x}"' for x in labels)
+    p = tmp_path / "task.toml"
+    p.write_text(
+        f'name="bank"\nlabels=[{lab}]\n[teacher]\nkind="function"\ncallable="teacher_fns:banking_gold"\n'
+        "batch_size=64\n",
+        encoding="utf-8",
+    )
+    return Task.load(p)
+
+
+def _pool(n_classes: int = 8, per_class: int = 40) -> tuple[list[str], list[str]]:
+    rows = banking77("train")
+    counts: Counter[str] = Counter()
+    labels = sorted({lab for _, lab in rows})[:n_classes]
+    texts = []
+    for t, lab in rows:
+        if lab in labels and counts[lab] < per_class:
+            counts[lab] += 1
+            texts.append(t)
+    return texts, labels
+
+
+def test_k_center_spreads_out() -> None:
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((4, 16))
+    pts = np.concatenate([c + 0.01 * rng.standard_normal((50, 16)) for c in centers])
+    pts /= np.linalg.norm(pts, axis=1, keepdims=True)
+    picked = k_center(pts.astype(np.float32), 4, seed=1)
+    assert sorted({i // 50 for i in picked}) == [0, 1, 2, 3]
+
+
+def test_margin_and_cheap_embed() -> None:
+    np.testing.assert_allclose(margin(np.array([[0.7, 0.2, 0.1], [0.4, 0.4, 0.2]])), [0.5, 0.0], atol=1e-6)
+    e = cheap_embed(["my card is lost", "my card is lost!", "exchange rates for euros"])
+    assert e.shape == (3, 64)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert e[0] @ e[1] > e[0] @ e[2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["active", "random"])
+def test_rounds_stay_in_budget_and_resume_from_journal(tmp_path: Path, strategy: str) -> None:
+    texts, labels = _pool()
+    task = _task(tmp_path, labels)
+    res = label_active(task, texts, strategy=strategy, max_calls=120, seed=0, patience=100)
+    assert res.stats.calls == 120 and res.stats.calls + res.stats.from_journal <= 120
+    assert len(res.labeled) == 120  # only teacher answers: no self-training on the rest
+    assert res.stats.skipped == len(texts) - 120
+    assert res.rounds[0].kind == "heldout" and len(res.rounds) >= 3
+    assert res.rounds[-1].agreement is not None
+    with Journal(task.journal_path) as j:
+        assert j.counts()["done"] == 120
+    again = label_active(task, texts, strategy=strategy, max_calls=120, seed=0, patience=100)
+    assert again.stats.calls == 0 and again.stats.from_journal == 120
+    assert [r.asked for r in again.rounds] == [r.asked for r in res.rounds]
