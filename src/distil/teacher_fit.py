@@ -1,0 +1,322 @@
+"""``distil teacher fit``: fit the local teacher's head on a team's gold labels.
+
+The teacher is the task's local encoder (``[teacher] kind = "local"``) with a multinomial logistic
+regression on its sentence embeddings.  :func:`fit_head` checks the gold file, embeds it once,
+picks the regularisation ``C`` on a validation split, reports held-out accuracy, refits on every
+example and writes the head (``head.npz`` + ``head.json``, no pickle) to ``out`` — by default
+the folder ``[teacher].head`` names, else ``<work_dir>/teacher_head``.  The task file's
+``[teacher].head`` must point at that folder, relative to the task file;
+:attr:`HeadReport.head_setting` is the exact value to write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distil.data import extract_texts, read_table, require_columns
+from distil.errors import ConfigError, DataError, require
+from distil.task import LocalTeacherSpec, Task
+from distil.teachers.local import Encoder, Head, softmax
+
+log = logging.getLogger(__name__)
+
+#: Regularisation strengths tried on the validation split (inverse L2 strength).  The embeddings are
+#: unit vectors, so useful values are larger than sklearn's default of 1.
+C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+
+
+@dataclass
+class HeadReport:
+    """What :func:`fit_head` did: where the head is, on how much data, and how well it did."""
+
+    path: Path
+    head_setting: str
+    encoder: str
+    n_rows: int
+    n: int
+    n_holdout: int
+    accuracy: float | None
+    C: float
+    counts: dict[str, int]
+    #: C → validation log loss (lower is better).
+    val_scores: dict[float, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    input_summary: str = ""
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """A few lines for the CLI."""
+        acc = (
+            "n/a (no holdout)" if self.accuracy is None
+            else f"{self.accuracy:.3f} on {self.n_holdout} held out"
+        )
+        lines = [
+            f"teacher head: {self.encoder} + logistic regression (C={self.C:g}), "
+            f"{self.n} labeled texts ({self.input_summary})",
+            f"held-out accuracy: {acc}",
+            "per class: " + ", ".join(f"{k} {v}" for k, v in self.counts.items()),
+            f"written to {self.path} in {self.seconds:.1f}s",
+            f'set in the task file: [teacher] head = "{self.head_setting}"',
+        ]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _local_spec(task: Task) -> LocalTeacherSpec:
+    spec = task.teacher
+    if not isinstance(spec, LocalTeacherSpec):
+        found = "no [teacher] section" if spec is None else f'kind = "{spec.kind}"'
+        raise ConfigError(
+            f"distil teacher fit fits a head for a local encoder teacher; task {task.name!r} has {found}",
+            hint='set [teacher] kind = "local" and model = "all-mpnet-base-v2" (or a folder) in the task',
+        )
+    return spec
+
+
+def _gold_label(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int | float):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    return None
+
+
+def _head_setting(task: Task, out: Path) -> str:
+    base = task.base_dir.resolve()
+    target = out.resolve()
+    try:
+        return target.relative_to(base).as_posix()
+    except ValueError:
+        return str(target)
+
+
+def _split(y: np.ndarray, frac: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split: about ``frac`` of each class (that has >= 2 examples) goes to the second part."""
+    first: list[int] = []
+    second: list[int] = []
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        idx = idx[rng.permutation(len(idx))]
+        k = round(len(idx) * frac) if len(idx) >= 2 else 0
+        k = min(max(k, 1 if len(idx) >= 2 else 0), len(idx) - 1)
+        second.extend(idx[:k].tolist())
+        first.extend(idx[k:].tolist())
+    return np.array(sorted(first), dtype=np.int64), np.array(sorted(second), dtype=np.int64)
+
+
+def _fit_lr(X: np.ndarray, y: np.ndarray, C: float, seed: int) -> Any:
+    lm: Any = require("sklearn.linear_model", "local")
+    clf = lm.LogisticRegression(C=C, max_iter=2000, random_state=seed)
+    clf.fit(X, y)
+    return clf
+
+
+def _log_loss(clf: Any, X: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Mean negative log-likelihood of the true labels (classes unseen in training get ~0 mass)."""
+    W, b = _to_head_weights(clf, k)
+    p = softmax(X @ W.astype(np.float64) + b)
+    return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
+
+
+def _to_head_weights(clf: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(W (dim, k), b (k,)) in task label order from a fitted LogisticRegression on indices 0..k-1.
+
+    Binary sklearn models keep one weight vector: logits [0, w.x + b] give the same softmax.
+    Classes without examples get a zero column and a bias far below the others (probability ~0).
+    """
+    classes = [int(c) for c in clf.classes_]
+    coef = np.asarray(clf.coef_, dtype=np.float64)
+    icpt = np.asarray(clf.intercept_, dtype=np.float64)
+    if len(classes) == 2 and coef.shape[0] == 1:
+        coef = np.vstack([np.zeros_like(coef[0]), coef[0]])
+        icpt = np.array([0.0, icpt[0]])
+    dim = coef.shape[1]
+    W = np.zeros((dim, k), dtype=np.float64)
+    b = np.full(k, float(icpt.min()) - 30.0)
+    for j, c in enumerate(classes):
+        W[:, c] = coef[j]
+        b[c] = icpt[j]
+    return W.astype(np.float32), b.astype(np.float32)
+
+
+def fit_head(
+    task: Task,
+    path: str | Path,
+    *,
+    label_column: str,
+    text_column: str | None = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    holdout: float = 0.2,
+    progress: Callable[[int, int], None] | None = None,
+) -> HeadReport:
+    """Fit the local teacher's head on gold labels in ``path`` and write it; return a :class:`HeadReport`.
+
+    Texts come from the task's ``[input]`` fields (or ``text_column``), labels from ``label_column``;
+    every label must be one of the task's labels.  ``holdout`` of the data (stratified) measures
+    accuracy; ``C`` is chosen on a validation split of the rest; the written head is refitted on all
+    examples.  ``progress(done, total)`` reports embedding progress.
+
+    The head is written to ``out`` (relative to the current directory), else to the folder the task's
+    ``[teacher].head`` names, else to ``<work_dir>/teacher_head``.  ``HeadReport.head_setting`` is the
+    value ``[teacher].head`` must have to use it (a warning says so when the task file differs).
+    """
+    t0 = time.perf_counter()
+    spec = _local_spec(task)
+    if not 0.0 <= holdout < 1.0:
+        raise ConfigError(f"holdout must be in [0, 1), found {holdout}")
+    table = read_table(path)
+    require_columns(table, [label_column], what="label")
+    if text_column is not None:
+        require_columns(table, [text_column], what="text")
+        fields = [text_column]
+        max_chars = task.input.max_chars
+
+        def render(row: dict[str, str]) -> str:
+            return row[text_column][:max_chars]
+    else:
+        fields = list(task.input.fields)
+        render = task.input.render
+    texts, mapping, input_report = extract_texts(table, fields, render)
+
+    labels = task.label_names
+    index = {lab: i for i, lab in enumerate(labels)}
+    lowered = {lab.lower(): lab for lab in labels}
+    # One gold label per unique text; conflicting duplicates keep the first and are reported.
+    y_by_text: dict[int, int] = {}
+    conflicts = 0
+    for row_no, (row, pos) in enumerate(zip(table.rows, mapping, strict=True), start=1):
+        if pos < 0:
+            continue  # empty / non-text rows: counted in input_report
+        raw = row.get(label_column)
+        lab = _gold_label(raw)
+        if lab is None or lab not in index:
+            near = lowered.get((lab or "").lower())
+            hint = f"did you mean {near!r}? labels must match exactly" if near else (
+                "fix the value, or add the label to the task file's labels"
+            )
+            shown = repr(raw) if lab is None or lab == "" else repr(lab)
+            raise DataError(
+                f"{table.path}, row {row_no}, column {label_column!r}: unknown label {shown}; "
+                f"the task's labels are {labels}",
+                hint=hint,
+            )
+        prev = y_by_text.get(pos)
+        if prev is None:
+            y_by_text[pos] = index[lab]
+        elif prev != index[lab]:
+            conflicts += 1
+
+    keep = sorted(y_by_text)
+    texts = [texts[p] for p in keep]
+    y = np.array([y_by_text[p] for p in keep], dtype=np.int64)
+    counts_idx = Counter(y.tolist())
+    counts = {lab: int(counts_idx.get(i, 0)) for i, lab in enumerate(labels)}
+    warnings: list[str] = []
+    empty = [lab for lab, c in counts.items() if c == 0]
+    if empty:
+        warnings.append(
+            f"no examples for {empty}: the head will give them probability ~0; add examples and refit"
+        )
+    if conflicts:
+        warnings.append(f"{conflicts} repeated texts have another label than their first copy (first kept)")
+    if input_report.empty or input_report.non_text:
+        warnings.append(f"input: {input_report.summary()}")
+    if len(counts_idx) < 2:
+        raise DataError(
+            f"{table.path}: the head needs examples of at least 2 labels in column {label_column!r}, "
+            f"found {sorted(lab for lab, c in counts.items() if c)}",
+        )
+    for w in warnings:
+        log.warning("%s", w)
+
+    encoder = Encoder(spec.model, max_seq_length=spec.max_seq_length, batch_size=spec.batch_size)
+    X = encoder.encode(texts, normalize=True, progress=progress).astype(np.float64)
+
+    rng = np.random.default_rng(seed)
+    accuracy: float | None = None
+    n_holdout = 0
+    if holdout > 0:
+        train_idx, test_idx = _split(y, holdout, rng)
+        n_holdout = len(test_idx)
+    else:
+        train_idx, test_idx = np.arange(len(y)), np.array([], dtype=np.int64)
+    # C by a validation split of the training part.
+    fit_idx, val_idx = _split(y[train_idx], 0.2, rng)
+    fit_idx, val_idx = train_idx[fit_idx], train_idx[val_idx]
+    # The head's probabilities are the soft labels students learn from, so C is chosen by validation
+    # log loss (a proper scoring rule: rewards calibrated probabilities, not only the argmax).
+    val_scores: dict[float, float] = {}
+    best_C = 10.0
+    if len(val_idx) and len(np.unique(y[fit_idx])) >= 2:
+        for C in C_GRID:
+            clf = _fit_lr(X[fit_idx], y[fit_idx], C, seed)
+            val_scores[C] = _log_loss(clf, X[val_idx], y[val_idx], len(labels))
+        best_C = min(val_scores, key=lambda c: (val_scores[c], c))
+    if len(test_idx) and len(np.unique(y[train_idx])) >= 2:
+        clf = _fit_lr(X[train_idx], y[train_idx], best_C, seed)
+        accuracy = float((clf.predict(X[test_idx]) == y[test_idx]).mean())
+
+    clf = _fit_lr(X, y, best_C, seed)
+    W, b = _to_head_weights(clf, len(labels))
+    if out is not None:
+        out_dir = Path(out) if Path(out).is_absolute() else Path.cwd() / out
+    elif spec.head:
+        out_dir = task.resolve(spec.head)
+    else:
+        out_dir = task.work_path / "teacher_head"
+    setting = _head_setting(task, out_dir)
+    if not spec.head:
+        warnings.append(
+            f'the task file has no [teacher].head; add head = "{setting}" to use this head '
+            "(without it the teacher stays zero-shot)"
+        )
+    elif task.resolve(spec.head).resolve() != out_dir.resolve():
+        warnings.append(
+            f'the task file\'s head = "{spec.head}" points elsewhere; set head = "{setting}" to use this head'
+        )
+    seconds = time.perf_counter() - t0
+    metrics = {
+        "holdout_accuracy": accuracy,
+        "n": len(y),
+        "n_holdout": n_holdout,
+        "C": best_C,
+        "val_log_loss": {str(k): v for k, v in val_scores.items()},
+        "counts": counts,
+        "source": str(Path(path)),
+        "label_column": label_column,
+        "text_fields": fields,
+        "seed": seed,
+    }
+    head = Head(
+        W=W, b=b, classes=labels, encoder=spec.model, encoder_fingerprint=encoder.fingerprint(),
+        normalize=True, max_seq_length=spec.max_seq_length, metrics=metrics,
+    )
+    head.save(out_dir)
+    return HeadReport(
+        path=out_dir,
+        head_setting=setting,
+        encoder=spec.model,
+        n_rows=input_report.total,
+        n=len(y),
+        n_holdout=n_holdout,
+        accuracy=accuracy,
+        C=best_C,
+        counts=counts,
+        val_scores=val_scores,
+        warnings=warnings,
+        input_summary=input_report.summary(),
+        seconds=seconds,
+    )
