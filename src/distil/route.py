@@ -1,0 +1,869 @@
+"""Routing: when may the student answer alone, and when must the teacher answer?
+
+The student answers an input when two things hold:
+
+1. **It is confident**: its calibrated top probability is at least a threshold ``t`` chosen on
+   held-out, teacher-labeled data so that, on the inputs it would answer, its agreement with the
+   teacher is at least a target (say 0.99) *with a finite-sample guarantee* (below).
+2. **The input looks like its training data**: an out-of-distribution (OOD) detector fitted on the
+   student's :meth:`~distil.students.base.Student.features` of its training texts does not flag it.
+   A confident student can be confidently wrong on inputs unlike anything it has seen (a query for
+   another product, another language); the OOD guard sends those to the teacher.
+
+Everything else goes to the teacher.
+
+Threshold calibration (the guarantee)
+-------------------------------------
+For a threshold ``t`` let ``A_t`` be the held-out inputs with confidence ≥ ``t`` (those the student
+would answer), ``n_t = |A_t|`` and ``k_t`` the number of them where the student agrees with the
+teacher.  Given ``n_t``, the agreements in ``A_t`` are i.i.d. Bernoulli(``p_t``) where ``p_t`` is the
+agreement rate the student will have on answered traffic from the same distribution.  We test
+``H_t: p_t < target`` with the one-sided Clopper–Pearson bound: reject (``t`` qualifies) when
+
+    LB_t = Beta.ppf(1 − level; k_t, n_t − k_t + 1) ≥ target,
+
+a test of size ``1 − level``.  Scanning many thresholds and keeping the lowest that passes would be
+a multiple-testing error: with 400 tries, one passes by luck.  We use **fixed-sequence testing**
+(the Learn-then-Test recipe of Angelopoulos et al., 2021): the candidate thresholds form a grid fixed
+*before* seeing the data (:func:`default_grid`), they are tested from high to low confidence, each at
+the full level, and the scan **stops at the first threshold that fails**.  The chosen threshold is the
+last one that passed.  The family-wise error is then at most ``1 − level``: to return a threshold whose
+true agreement is below target, the scan must pass the *first* such threshold in the sequence, which
+happens with probability at most ``1 − level``.
+
+One refinement: at the top of the grid there may be so few answered inputs that even perfect
+agreement cannot pass (``n_t < log(1 − level) / log(target)``: 299 inputs at target 0.99, level 0.95),
+and a first test that barely can pass demands perfection (one disagreement among 299 ends the scan
+with nothing).  So grid points answering fewer than ``max(that minimum, start · n)`` held-out inputs
+(``start`` = 10 % by default) are skipped rather than counted as failures.  Because ``n_t`` only
+grows as ``t`` falls, they form a prefix of the sequence, and they are decided by the confidences
+alone — never by the agreements the tests look at — so the scan simply starts later.
+
+If no threshold qualifies, the threshold is ``inf``: every input goes to the teacher, and a
+:class:`RoutingWarning` says so.
+
+Caveat: the guarantee assumes the held-out inputs played no part in fitting the student.  The
+artifact's held-out split (``heldout.parquet``) also drives early stopping and the temperature; both
+are low-capacity choices, so the bias is small, but a split used only for this calibration would
+make the bound exact.  The guarantee is also about traffic *like the held-out data*; the OOD guard
+and :mod:`distil.drift` watch for traffic that is not.
+
+The OOD threshold is the ``quantile`` (default 0.99) of the detector's scores on held-out
+in-distribution inputs, so about 1 % of normal traffic is flagged.  Held-out inputs the detector
+flags are never answered by the student, so the confidence threshold is calibrated on the inputs
+that pass the OOD guard — the same set the student answers when serving.
+
+Files in the artifact: ``router.json`` (threshold, its numbers, OOD settings) and ``ood.npz``
+(reference features or Mahalanobis statistics).  Both are plain JSON / ``.npz`` loaded with
+``allow_pickle=False``.  This module needs numpy (and scipy only to calibrate); no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from distil.errors import ArtifactError, ConfigError, DataError
+
+if TYPE_CHECKING:
+    from distil.artifact import Artifact
+    from distil.students.base import Student
+
+log = logging.getLogger(__name__)
+
+ROUTER_FILE = "router.json"
+OOD_FILE = "ood.npz"
+ROUTER_FORMAT_VERSION = 1
+
+OODMethod = Literal["knn", "mahalanobis"]
+
+
+class RoutingWarning(UserWarning):
+    """No confidence threshold meets the target: every input goes to the teacher."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Clopper–Pearson and threshold calibration
+
+
+def clopper_pearson_lower(k: int | np.ndarray, n: int | np.ndarray, level: float = 0.95) -> np.ndarray:
+    """One-sided Clopper–Pearson lower confidence bound for a binomial proportion.
+
+    ``P(p ≥ bound) ≥ level`` for ``k`` successes out of ``n``: the bound is
+    ``Beta.ppf(1 − level; k, n − k + 1)``, and 0 when ``k == 0`` (or ``n == 0``).
+    Vectorised over ``k`` and ``n``.
+    """
+    from scipy.stats import beta
+
+    _check_level(level)
+    k_arr = np.asarray(k, dtype=np.float64)
+    n_arr = np.asarray(n, dtype=np.float64)
+    if np.any(k_arr < 0) or np.any(k_arr > n_arr):
+        raise DataError(f"Clopper–Pearson bound: expected 0 <= k <= n, found k={k}, n={n}")
+    out = np.zeros(np.broadcast(k_arr, n_arr).shape, dtype=np.float64)
+    ok = np.broadcast_to(k_arr > 0, out.shape)
+    if np.any(ok):
+        kk = np.broadcast_to(k_arr, out.shape)[ok]
+        nn = np.broadcast_to(n_arr, out.shape)[ok]
+        out[ok] = beta.ppf(1.0 - level, kk, nn - kk + 1.0)
+    return np.asarray(out)
+
+
+def min_answered(target: float, level: float) -> int:
+    """Fewest answered inputs for which perfect agreement can pass the Clopper–Pearson test.
+
+    With ``n`` answered and all of them agreeing the bound is ``(1 − level)^(1/n)``; it reaches
+    ``target`` once ``n ≥ log(1 − level) / log(target)``.
+    """
+    _check_target(target)
+    _check_level(level)
+    return math.ceil(math.log(1.0 - level) / math.log(target) - 1e-12)
+
+
+def default_grid() -> np.ndarray:
+    """The fixed, data-independent candidate thresholds, from high to low confidence.
+
+    1.0, then 600 points with ``1 − t`` spaced geometrically from 1e-6 to 1 (so finely spaced
+    near 1, where calibrated confidences crowd), ending at 0 (answer everything).
+    """
+    return np.concatenate([[1.0], 1.0 - np.geomspace(1e-6, 1.0, 600)])
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A confidence threshold and what it does on the held-out data it was chosen on.
+
+    The student answers when ``confidence >= value``; ``value = inf`` sends everything to the
+    teacher.  ``lower_bound`` is the one-sided Clopper–Pearson bound at ``level`` of the agreement
+    on the answered inputs; ``teacher_share = 1 − coverage`` is the expected share of traffic
+    routed to the teacher.
+    """
+
+    value: float
+    target: float
+    level: float
+    n: int
+    answered: int
+    agreed: int
+    coverage: float
+    teacher_share: float
+    agreement: float | None
+    lower_bound: float
+    qualified: bool
+    method: str = "fixed-sequence clopper-pearson"
+    tested: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``inf`` written as the string ``"inf"``)."""
+        d = asdict(self)
+        if math.isinf(self.value):
+            d["value"] = "inf"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Threshold:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        d["value"] = math.inf if d.get("value") == "inf" else float(d["value"])
+        return cls(**d)
+
+    def describe(self) -> str:
+        """One line for logs and the CLI."""
+        if math.isinf(self.value):
+            return (
+                f"no threshold meets agreement >= {self.target} at {self.level:.0%} confidence "
+                f"on {self.n} held-out inputs: everything goes to the teacher"
+            )
+        agr = f"{self.agreement:.4f}" if self.agreement is not None else "n/a"
+        return (
+            f"threshold {self.value:.6g}: student answers {self.coverage:.1%} of held-out inputs "
+            f"({self.answered}/{self.n}), agreement {agr}, {self.level:.0%} lower bound "
+            f"{self.lower_bound:.4f} (target {self.target}); teacher share {self.teacher_share:.1%}"
+        )
+
+
+def _check_target(target: float) -> None:
+    if not (0.0 < target < 1.0):
+        raise ConfigError(
+            f"target agreement must be strictly between 0 and 1, found {target}",
+            hint="e.g. --target-agreement 0.99",
+        )
+
+
+def _check_level(level: float) -> None:
+    if not (0.0 < level < 1.0):
+        raise ConfigError(
+            f"confidence level must be strictly between 0 and 1, found {level}", hint="e.g. 0.95"
+        )
+
+
+def _as_inputs(confidence: np.ndarray, agree: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    agr = np.asarray(agree).reshape(-1)
+    if conf.shape != agr.shape:
+        raise DataError(
+            f"calibration: expected one agreement flag per confidence, found {agr.size} flags "
+            f"for {conf.size} confidences"
+        )
+    if np.any(np.isnan(conf)):
+        raise DataError("calibration: confidences contain NaN", hint="check the student's probabilities")
+    if agr.dtype != np.bool_:
+        if not np.all(np.isin(agr, (0, 1))):
+            raise DataError("calibration: agreement flags must be 0/1 or booleans")
+        agr = agr.astype(bool)
+    return conf, agr
+
+
+def _answered_counts(conf: np.ndarray, agr: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n_t, k_t) for every grid threshold t: answered inputs (conf >= t) and how many agree."""
+    order = np.argsort(-conf, kind="stable")
+    sorted_desc = conf[order]
+    cum_agree = np.concatenate([[0], np.cumsum(agr[order].astype(np.int64))])
+    # number of confidences >= t == position of t in the ascending array, counted from the end
+    asc = sorted_desc[::-1]
+    n_t = conf.size - np.searchsorted(asc, grid, side="left")
+    k_t = cum_agree[n_t]
+    return n_t.astype(np.int64), k_t.astype(np.int64)
+
+
+def calibrate_threshold(
+    confidence: np.ndarray,
+    agree: np.ndarray,
+    *,
+    target: float,
+    level: float = 0.95,
+    grid: np.ndarray | None = None,
+    start: float = 0.1,
+) -> Threshold:
+    """Lowest confidence threshold whose answered agreement is ≥ ``target`` with probability ``level``.
+
+    ``confidence`` holds the student's calibrated top probability on held-out inputs, ``agree``
+    whether its label equals the teacher's.  Thresholds of ``grid`` (default :func:`default_grid`,
+    fixed in advance, high to low) are tested in order with the one-sided Clopper–Pearson bound;
+    the scan stops at the first failure (fixed-sequence testing, so the guarantee holds despite
+    scanning; see the module docstring).  Grid points with too few answered inputs to ever pass
+    are skipped.  Inputs that must never be answered (e.g. flagged OOD) can be given confidence
+    ``-inf``.  If nothing qualifies, returns ``value = inf`` and warns with :class:`RoutingWarning`.
+
+    ``start`` (a share of the held-out inputs, fixed before looking at the agreements) skips the
+    grid points that answer fewer inputs than that: the first test then has more data and more
+    power (with 299 answered inputs, one disagreement fails target 0.99), at the price of never
+    choosing a threshold that answers less than ``start``.  It depends on the confidences only,
+    so the guarantee is kept.  The default, 0.1, was fixed once (never tuned per dataset): a
+    student that may answer less than a tenth of the traffic alone saves little anyway.
+    """
+    _check_target(target)
+    _check_level(level)
+    conf, agr = _as_inputs(confidence, agree)
+    g = default_grid() if grid is None else np.asarray(grid, dtype=np.float64).reshape(-1)
+    if g.size == 0 or np.any(np.diff(g) > 0):
+        raise ConfigError("calibration grid must be non-empty and sorted from high to low")
+    n = int(conf.size)
+    n_t, k_t = _answered_counts(conf, agr, g)
+    if not 0.0 <= start < 1.0:
+        raise ConfigError(f"calibration start must be a share in [0, 1), found {start}")
+    need = min_answered(target, level)
+    testable = np.flatnonzero(n_t >= max(need, math.ceil(start * n)))
+    chosen: int | None = None
+    tested = 0
+    if testable.size:
+        idx = testable  # a prefix is skipped (n_t grows as t falls), the rest is tested in order
+        bounds = clopper_pearson_lower(k_t[idx], n_t[idx], level)
+        fails = np.flatnonzero(bounds < target)
+        stop = int(fails[0]) if fails.size else idx.size
+        tested = min(stop + 1, idx.size)
+        if stop > 0:
+            chosen = int(idx[stop - 1])
+    if chosen is None:
+        warnings.warn(
+            f"no confidence threshold reaches agreement >= {target} with {level:.0%} confidence on "
+            f"{n} held-out inputs (at least {need} answered inputs are needed even at perfect agreement): "
+            "every input will go to the teacher. Label more held-out data, lower the target, or train "
+            "a stronger student.",
+            RoutingWarning,
+            stacklevel=2,
+        )
+        return Threshold(
+            value=math.inf, target=target, level=level, n=n, answered=0, agreed=0, coverage=0.0,
+            teacher_share=1.0, agreement=None, lower_bound=0.0, qualified=False, tested=tested,
+        )
+    nt, kt = int(n_t[chosen]), int(k_t[chosen])
+    lb = float(clopper_pearson_lower(kt, nt, level))
+    return Threshold(
+        value=float(g[chosen]), target=target, level=level, n=n, answered=nt, agreed=kt,
+        coverage=nt / n, teacher_share=1.0 - nt / n, agreement=kt / nt, lower_bound=lb,
+        qualified=True, tested=tested,
+    )
+
+
+def evaluate_threshold(
+    confidence: np.ndarray, agree: np.ndarray, value: float, *, target: float = 0.99, level: float = 0.95
+) -> Threshold:
+    """The numbers of a threshold given directly (``method="given"``); nothing is chosen.
+
+    ``qualified`` says whether its Clopper–Pearson bound reaches ``target`` (a single test,
+    so the bound is valid for this one threshold).
+    """
+    _check_target(target)
+    _check_level(level)
+    conf, agr = _as_inputs(confidence, agree)
+    n = int(conf.size)
+    mask = conf >= value
+    nt, kt = int(mask.sum()), int(agr[mask].sum())
+    lb = float(clopper_pearson_lower(kt, nt, level)) if nt else 0.0
+    return Threshold(
+        value=float(value), target=target, level=level, n=n, answered=nt, agreed=kt,
+        coverage=nt / n if n else 0.0, teacher_share=1.0 - (nt / n if n else 0.0),
+        agreement=kt / nt if nt else None, lower_bound=lb, qualified=lb >= target, method="given",
+        tested=1,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Out-of-distribution detection
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise DataError(f"OOD detector: expected a 2-D feature matrix, found shape {x.shape}")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit–Wolf shrunk covariance of centred rows ``x`` and the shrinkage used (numpy only).
+
+    Shrinks the sample covariance ``S`` towards ``mu·I`` (``mu = trace(S)/d``) with the
+    intensity of Ledoit & Wolf (2004), "A well-conditioned estimator for large-dimensional
+    covariance matrices".
+    """
+    n, d = x.shape
+    s = (x.T @ x) / n
+    mu = float(np.trace(s)) / d
+    delta = float(((s - mu * np.eye(d)) ** 2).sum()) / d
+    x2 = x**2
+    beta_bar = float(((x2.T @ x2) / n - s**2).sum()) / (d * n)
+    beta = min(beta_bar, delta)
+    shrink = beta / delta if delta > 0 else 1.0
+    cov = (1.0 - shrink) * s + shrink * mu * np.eye(d)
+    return cov, shrink
+
+
+@dataclass
+class OODDetector:
+    """Out-of-distribution score on a student's features; high score = unlike the training data.
+
+    ``method="knn"``: cosine distance to the ``k``-th nearest neighbour among (at most
+    ``max_reference``) L2-normalised training features (Sun et al., 2022, "Out-of-distribution
+    detection with deep nearest neighbors").  ``method="mahalanobis"``: smallest Mahalanobis
+    distance to a class mean (class = the teacher's label when given, else one mean) with a tied,
+    Ledoit–Wolf-shrunk covariance (Lee et al., 2018).  The flagging threshold is the ``quantile``
+    of scores on held-out in-distribution features, so about ``1 − quantile`` of normal traffic is
+    flagged.
+    """
+
+    method: OODMethod = "knn"
+    k: int = 10
+    quantile: float = 0.99
+    max_reference: int = 5000
+    seed: int = 0
+    # fitted state
+    threshold_: float = math.nan
+    reference_: np.ndarray | None = field(default=None, repr=False)
+    whiten_: np.ndarray | None = field(default=None, repr=False)
+    means_: np.ndarray | None = field(default=None, repr=False)
+    shrinkage_: float | None = None
+    n_fit_: int = 0
+    heldout_flag_rate_: float = math.nan
+
+    def __post_init__(self) -> None:
+        if self.method not in ("knn", "mahalanobis"):
+            raise ConfigError(f"OOD method must be 'knn' or 'mahalanobis', found {self.method!r}")
+        if self.k < 1:
+            raise ConfigError(f"OOD k must be >= 1, found {self.k}")
+        if not (0.0 < self.quantile < 1.0):
+            raise ConfigError(f"OOD quantile must be strictly between 0 and 1, found {self.quantile}")
+
+    @property
+    def fitted(self) -> bool:
+        """True once :meth:`fit` (or :meth:`load`) set the threshold."""
+        return not math.isnan(self.threshold_)
+
+    def fit(
+        self,
+        train_features: np.ndarray,
+        heldout_features: np.ndarray,
+        *,
+        train_labels: Sequence[int] | np.ndarray | None = None,
+    ) -> OODDetector:
+        """Fit on training features; set the threshold from held-out in-distribution features."""
+        x = _normalise(train_features)
+        if x.shape[0] == 0:
+            raise DataError("OOD detector: no training features to fit on")
+        rng = np.random.default_rng(self.seed)
+        self.n_fit_ = int(x.shape[0])
+        if self.method == "knn":
+            if x.shape[0] > self.max_reference:
+                x = x[np.sort(rng.choice(x.shape[0], self.max_reference, replace=False))]
+            self.reference_ = np.ascontiguousarray(x, dtype=np.float32)
+        else:
+            self._fit_mahalanobis(x, train_labels)
+        h = self.score(heldout_features)
+        if h.size == 0:
+            raise DataError("OOD detector: no held-out features to set the threshold from")
+        self.threshold_ = float(np.quantile(h, self.quantile, method="higher"))
+        self.heldout_flag_rate_ = float(np.mean(h > self.threshold_))
+        return self
+
+    def _fit_mahalanobis(self, x: np.ndarray, labels: Sequence[int] | np.ndarray | None) -> None:
+        x64 = x.astype(np.float64)
+        if labels is None:
+            lab = np.zeros(x64.shape[0], dtype=np.int64)
+        else:
+            lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+            if lab.size != x64.shape[0]:
+                raise DataError(f"OOD detector: {lab.size} labels for {x64.shape[0]} feature rows")
+        classes = np.unique(lab)
+        means = np.stack([x64[lab == c].mean(axis=0) for c in classes])
+        centred = x64 - means[np.searchsorted(classes, lab)]
+        cov, shrink = _ledoit_wolf(centred)
+        # precision = W W^T with W = inv(chol(cov))^T, so d(x, m)^2 = ||(x - m) W||^2
+        chol = np.linalg.cholesky(cov)
+        whiten = np.linalg.inv(chol).T
+        self.whiten_ = whiten.astype(np.float32)
+        self.means_ = (means @ whiten).astype(np.float32)
+        self.shrinkage_ = float(shrink)
+
+    def score(self, features: np.ndarray, *, chunk: int = 1024) -> np.ndarray:
+        """OOD score of each row (float32; higher = more unusual)."""
+        x = _normalise(features)
+        if self.method == "knn":
+            ref = self._need(self.reference_, "reference_")
+            if x.shape[1] != ref.shape[1]:
+                raise DataError(
+                    f"OOD detector: features have {x.shape[1]} dimensions, the detector was fitted on "
+                    f"{ref.shape[1]}",
+                    hint="refit the router (distil route fit) after retraining the student",
+                )
+            k = min(self.k, ref.shape[0])
+            out = np.empty(x.shape[0], dtype=np.float32)
+            for i in range(0, x.shape[0], chunk):
+                sims = x[i : i + chunk] @ ref.T
+                # k-th largest similarity = k-th nearest neighbour
+                kth = np.partition(sims, ref.shape[0] - k, axis=1)[:, ref.shape[0] - k]
+                out[i : i + chunk] = 1.0 - kth
+            return out
+        whiten = self._need(self.whiten_, "whiten_")
+        means = self._need(self.means_, "means_")
+        if x.shape[1] != whiten.shape[0]:
+            raise DataError(
+                f"OOD detector: features have {x.shape[1]} dimensions, the detector was fitted on "
+                f"{whiten.shape[0]}",
+                hint="refit the router after retraining the student",
+            )
+        out = np.empty(x.shape[0], dtype=np.float32)
+        m2 = (means**2).sum(axis=1)
+        for i in range(0, x.shape[0], chunk):
+            z = x[i : i + chunk] @ whiten
+            d2 = (z**2).sum(axis=1, keepdims=True) - 2.0 * (z @ means.T) + m2[None, :]
+            out[i : i + chunk] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        return out
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Boolean array: True where the input is flagged out of distribution."""
+        if not self.fitted:
+            raise ConfigError("OOD detector used before fit() or load()")
+        return self.score(features) > self.threshold_
+
+    @staticmethod
+    def _need(arr: np.ndarray | None, name: str) -> np.ndarray:
+        if arr is None:
+            raise ConfigError(f"OOD detector used before fit() or load() ({name} missing)")
+        return arr
+
+    def params(self) -> dict[str, Any]:
+        """Settings and fitted scalars (what ``router.json`` keeps under ``"ood"``)."""
+        return {
+            "method": self.method, "k": self.k, "quantile": self.quantile,
+            "max_reference": self.max_reference, "seed": self.seed, "threshold": self.threshold_,
+            "shrinkage": self.shrinkage_, "n_fit": self.n_fit_,
+            "heldout_flag_rate": self.heldout_flag_rate_,
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the arrays to ``folder/ood.npz`` (no pickle); the scalars go in :meth:`params`."""
+        p = Path(folder) / OOD_FILE
+        p.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {"threshold": np.array([self.threshold_], dtype=np.float64)}
+        if self.reference_ is not None:
+            arrays["reference"] = self.reference_
+        if self.whiten_ is not None and self.means_ is not None:
+            arrays["whiten"] = self.whiten_
+            arrays["means"] = self.means_
+        tmp = p.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        tmp.replace(p)
+        return p
+
+    @classmethod
+    def load(cls, folder: str | Path, params: dict[str, Any]) -> OODDetector:
+        """Read ``folder/ood.npz`` with the settings from ``router.json``."""
+        p = Path(folder) / OOD_FILE
+        if not p.exists():
+            raise ArtifactError(
+                f"{p}: missing (router.json names an OOD detector)",
+                hint="refit the router: distil.route.fit_router(artifact_dir, train_texts)",
+            )
+        det = cls(
+            method=params["method"], k=int(params["k"]), quantile=float(params["quantile"]),
+            max_reference=int(params["max_reference"]), seed=int(params["seed"]),
+        )
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                det.threshold_ = float(z["threshold"][0])
+                det.reference_ = z["reference"].astype(np.float32) if "reference" in z else None
+                det.whiten_ = z["whiten"].astype(np.float32) if "whiten" in z else None
+                det.means_ = z["means"].astype(np.float32) if "means" in z else None
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArtifactError(f"{p}: not a readable OOD file ({exc})", hint="refit the router") from None
+        det.shrinkage_ = params.get("shrinkage")
+        det.n_fit_ = int(params.get("n_fit", 0))
+        det.heldout_flag_rate_ = float(params.get("heldout_flag_rate", math.nan))
+        needed = det.reference_ if det.method == "knn" else det.whiten_
+        if needed is None:
+            raise ArtifactError(f"{p}: has no arrays for method {det.method!r}", hint="refit the router")
+        return det
+
+
+def roc_auc(scores_neg: np.ndarray, scores_pos: np.ndarray) -> float:
+    """Area under the ROC curve for telling positives (higher scores) from negatives; ties count 1/2.
+
+    Equals the probability that a random positive scores above a random negative
+    (Mann–Whitney U / (n_pos · n_neg)).
+    """
+    neg = np.asarray(scores_neg, dtype=np.float64).reshape(-1)
+    pos = np.asarray(scores_pos, dtype=np.float64).reshape(-1)
+    if neg.size == 0 or pos.size == 0:
+        raise DataError("AUROC needs at least one positive and one negative score")
+    allv = np.concatenate([neg, pos])
+    _, inverse, counts = np.unique(allv, return_inverse=True, return_counts=True)
+    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0  # mean 1-based rank of each tied group
+    ranks = avg_rank[inverse]
+    u = ranks[neg.size :].sum() - pos.size * (pos.size + 1) / 2.0
+    return float(u / (pos.size * neg.size))
+
+
+# ---------------------------------------------------------------------------------------------
+# The router: student + threshold + OOD guard
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the router decided for one input.
+
+    ``label``/``score`` are the student's answer and its probability; ``source`` is
+    ``"student"`` when the student may answer alone, ``"teacher"`` when the input must go to the
+    teacher (confidence below the threshold, or ``ood``).
+    """
+
+    label: str
+    score: float
+    confidence: float
+    ood: bool
+    source: Literal["student", "teacher"]
+    ood_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass
+class RouterConfig:
+    """What ``router.json`` holds: the member routed, its threshold, and the OOD settings."""
+
+    member: str
+    labels: list[str]
+    threshold: Threshold
+    ood: dict[str, Any] | None
+    format_version: int = ROUTER_FORMAT_VERSION
+    created_at: float = field(default_factory=time.time)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "format_version": self.format_version, "member": self.member, "labels": self.labels,
+            "threshold": self.threshold.to_dict(), "ood": self.ood, "created_at": self.created_at,
+            "info": self.info,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "router.json") -> RouterConfig:
+        """Parse ``router.json``; :class:`ArtifactError` on a newer format or missing keys."""
+        version = int(d.get("format_version", 0))
+        if version > ROUTER_FORMAT_VERSION:
+            raise ArtifactError(
+                f"{source}: router format {version} is newer than this distil understands "
+                f"({ROUTER_FORMAT_VERSION})",
+                hint="upgrade distil, or refit the router",
+            )
+        try:
+            return cls(
+                member=str(d["member"]), labels=list(d["labels"]),
+                threshold=Threshold.from_dict(d["threshold"]), ood=d.get("ood"),
+                format_version=version, created_at=float(d.get("created_at", 0.0)),
+                info=dict(d.get("info", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(
+                f"{source}: not a valid router file ({exc!r})", hint="refit the router"
+            ) from None
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``folder/router.json`` atomically."""
+        p = Path(folder) / ROUTER_FILE
+        tmp = p.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n", encoding="utf-8")
+        tmp.replace(p)
+        return p
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RouterConfig:
+        """Read ``folder/router.json``."""
+        p = Path(folder) / ROUTER_FILE
+        if not p.exists():
+            raise ArtifactError(
+                f"{p}: no router file", hint="fit one: distil.route.fit_router(artifact_dir, train_texts)"
+            )
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{p}: not valid JSON ({exc})", hint="refit the router") from None
+        return cls.from_dict(data, source=str(p))
+
+
+def _teacher_agreement(student: Student, heldout_labels: list[str], heldout_hard: np.ndarray,
+                       proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, agree) of the student against the teacher's argmax on held-out data."""
+    classes = list(student.classes_)
+    if sorted(classes) != sorted(heldout_labels):
+        raise ArtifactError(
+            f"student labels {classes[:5]}… differ from the held-out set's {heldout_labels[:5]}…",
+            hint="the artifact is inconsistent; retrain it",
+        )
+    teacher_names = [heldout_labels[i] for i in heldout_hard]
+    pred = proba.argmax(axis=1)
+    agree = np.array([classes[p] == t for p, t in zip(pred, teacher_names, strict=True)], dtype=bool)
+    return proba.max(axis=1).astype(np.float64), agree
+
+
+def fit_router(
+    artifact_dir: str | Path,
+    train_texts: Sequence[str] | None,
+    *,
+    target_agreement: float = 0.99,
+    level: float = 0.95,
+    threshold: float | None = None,
+    member: str | None = None,
+    ood_method: OODMethod = "knn",
+    k: int = 10,
+    ood_quantile: float = 0.99,
+    max_reference: int = 5000,
+    seed: int = 0,
+    start: float = 0.1,
+) -> RouterConfig:
+    """Fit the router of an artifact and write ``router.json`` (+ ``ood.npz``) into it.
+
+    The OOD detector is fitted on the student's features of ``train_texts`` (a random sample of
+    at most ``max_reference``; ``None`` or empty skips the OOD guard with a warning) and its
+    threshold set at ``ood_quantile`` of the held-out scores.  The confidence threshold is
+    calibrated on ``artifact.heldout()`` (inputs the OOD guard flags are never answered), unless
+    ``threshold`` is given, in which case its numbers are only reported.  ``start``: see
+    :func:`calibrate_threshold`.
+    """
+    from distil.artifact import load_artifact
+
+    _check_target(target_agreement)
+    art = load_artifact(artifact_dir)
+    student = art.student(member)
+    name = member or art.chosen
+    heldout = art.heldout()
+    if len(heldout) == 0:
+        raise ArtifactError(f"{art.path}: the held-out set is empty; the router cannot be calibrated")
+
+    ood: OODDetector | None = None
+    h_flag = np.zeros(len(heldout), dtype=bool)
+    if train_texts:
+        texts = list(dict.fromkeys(train_texts))
+        rng = np.random.default_rng(seed)
+        cap = max_reference if ood_method == "knn" else max(max_reference, 20000)
+        if len(texts) > cap:
+            texts = [texts[i] for i in np.sort(rng.choice(len(texts), cap, replace=False))]
+        train_feats = student.features(texts)
+        labels = None
+        if ood_method == "mahalanobis":
+            labels = np.asarray(student.predict_proba(texts).argmax(axis=1))
+        ood = OODDetector(
+            method=ood_method, k=k, quantile=ood_quantile, max_reference=max_reference, seed=seed
+        )
+        ood.fit(train_feats, student.features(heldout.texts), train_labels=labels)
+        h_flag = ood.predict(student.features(heldout.texts))
+    else:
+        warnings.warn(
+            "no training texts given: the router has no out-of-distribution guard "
+            "(confident answers on unfamiliar inputs will not go to the teacher)",
+            RoutingWarning,
+            stacklevel=2,
+        )
+
+    proba = student.predict_proba(heldout.texts)
+    conf, agree = _teacher_agreement(student, heldout.labels, heldout.hard, proba)
+    conf_in = np.where(h_flag, -np.inf, conf)
+    if threshold is not None:
+        thr = evaluate_threshold(conf_in, agree, threshold, target=target_agreement, level=level)
+    else:
+        thr = calibrate_threshold(conf_in, agree, target=target_agreement, level=level, start=start)
+    cfg = RouterConfig(
+        member=name, labels=list(student.classes_), threshold=thr,
+        ood=ood.params() if ood is not None else None,
+        info={"heldout": len(heldout), "heldout_ood_flagged": int(h_flag.sum()),
+              "heldout_agreement_all": float(agree.mean())},
+    )
+    if ood is not None:
+        ood.save(art.path)
+    else:
+        (art.path / OOD_FILE).unlink(missing_ok=True)
+    cfg.save(art.path)
+    log.info("router for %s: %s", art.path, thr.describe())
+    return cfg
+
+
+class Router:
+    """A student, its confidence threshold and its OOD guard: decides who answers each input."""
+
+    def __init__(self, student: Student, config: RouterConfig, ood: OODDetector | None = None) -> None:
+        self.student = student
+        self.config = config
+        self.ood = ood
+        self.labels = list(student.classes_)
+
+    @property
+    def threshold(self) -> float:
+        """The confidence threshold in force (``inf`` = everything to the teacher)."""
+        return self.config.threshold.value
+
+    @classmethod
+    def load(
+        cls,
+        artifact_dir: str | Path | Artifact,
+        *,
+        target_agreement: float | None = None,
+        threshold: float | None = None,
+        level: float | None = None,
+    ) -> Router:
+        """Load the artifact's student and ``router.json`` / ``ood.npz``.
+
+        ``threshold`` overrides the stored threshold; ``target_agreement`` recalibrates it on the
+        held-out set (keeping the stored OOD guard).  Without a ``router.json`` the threshold is
+        calibrated on the held-out set now (target 0.99 unless given) and there is no OOD guard.
+        """
+        from distil.artifact import Artifact, load_artifact
+
+        art = artifact_dir if isinstance(artifact_dir, Artifact) else load_artifact(artifact_dir)
+        has_router = (art.path / ROUTER_FILE).exists()
+        if has_router:
+            cfg = RouterConfig.load(art.path)
+            if cfg.member not in art.members():
+                raise ArtifactError(
+                    f"{art.path / ROUTER_FILE}: routes member {cfg.member!r}, which the artifact does not "
+                    f"hold (it has {art.members()})",
+                    hint="refit the router after retraining",
+                )
+            student = art.student(cfg.member)
+            ood = OODDetector.load(art.path, cfg.ood) if cfg.ood else None
+        else:
+            student = art.student()
+            cfg = RouterConfig(
+                member=art.chosen, labels=list(student.classes_),
+                threshold=Threshold(
+                    value=math.inf, target=target_agreement or 0.99, level=level or 0.95, n=0, answered=0,
+                    agreed=0, coverage=0.0, teacher_share=1.0, agreement=None, lower_bound=0.0,
+                    qualified=False, method="none",
+                ),
+                ood=None,
+            )
+            ood = None
+            log.warning(
+                "%s has no %s: calibrating the threshold now, without an OOD guard", art.path, ROUTER_FILE
+            )
+        if list(student.classes_) != list(cfg.labels):
+            raise ArtifactError(
+                f"{art.path / ROUTER_FILE}: label order differs from the student's",
+                hint="refit the router after retraining",
+            )
+        router = cls(student, cfg, ood)
+        recalibrate = threshold is not None or not has_router or (
+            target_agreement is not None and target_agreement != cfg.threshold.target
+        ) or (level is not None and level != cfg.threshold.level)
+        if recalibrate:
+            router._recalibrate(
+                art, target=target_agreement or cfg.threshold.target, level=level or cfg.threshold.level,
+                threshold=threshold,
+            )
+        return router
+
+    def _recalibrate(self, art: Artifact, *, target: float, level: float, threshold: float | None) -> None:
+        heldout = art.heldout()
+        proba = self.student.predict_proba(heldout.texts)
+        conf, agree = _teacher_agreement(self.student, heldout.labels, heldout.hard, proba)
+        if self.ood is not None:
+            conf = np.where(self.ood.predict(self.student.features(heldout.texts)), -np.inf, conf)
+        if threshold is not None:
+            thr = evaluate_threshold(conf, agree, threshold, target=target, level=level)
+        else:
+            thr = calibrate_threshold(conf, agree, target=target, level=level)
+        self.config.threshold = thr
+
+    def decide(self, texts: Sequence[str]) -> list[Decision]:
+        """Route each text: the student's answer, its confidence, the OOD flag, and who should answer."""
+        texts = list(texts)
+        if not texts:
+            return []
+        proba = np.asarray(self.student.predict_proba(texts), dtype=np.float64)
+        if proba.shape != (len(texts), len(self.labels)):
+            raise ArtifactError(
+                f"student returned probabilities of shape {proba.shape} for {len(texts)} texts and "
+                f"{len(self.labels)} labels"
+            )
+        top = proba.argmax(axis=1)
+        conf = proba[np.arange(len(texts)), top]
+        if self.ood is not None:
+            oscore = self.ood.score(self.student.features(texts))
+            flags = oscore > self.ood.threshold_
+        else:
+            oscore = None
+            flags = np.zeros(len(texts), dtype=bool)
+        thr = self.threshold
+        out: list[Decision] = []
+        for i in range(len(texts)):
+            is_ood = bool(flags[i])
+            ok = (not is_ood) and bool(conf[i] >= thr)
+            out.append(
+                Decision(
+                    label=self.labels[int(top[i])], score=float(conf[i]), confidence=float(conf[i]),
+                    ood=is_ood, source="student" if ok else "teacher",
+                    ood_score=float(oscore[i]) if oscore is not None else None,
+                )
+            )
+        return out
