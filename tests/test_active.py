@@ -70,3 +70,26 @@ def test_rounds_stay_in_budget_and_resume_from_journal(tmp_path: Path, strategy:
     again = label_active(task, texts, strategy=strategy, max_calls=120, seed=0, patience=100)
     assert again.stats.calls == 0 and again.stats.from_journal == 120
     assert [r.asked for r in again.rounds] == [r.asked for r in res.rounds]
+
+
+@pytest.mark.slow
+def test_cli_active_stores_strategy_and_rounds_with_the_labeled_set(tmp_path: Path) -> None:
+    from helpers import write_csv
+
+    from distil.cli import main
+    from distil.data import read_labeled
+
+    texts, labels = _pool(n_classes=6, per_class=30)
+    task = _task(tmp_path, labels)
+    inputs = write_csv(tmp_path / "pool.csv", [{"text": t} for t in texts])
+    out = tmp_path / "labeled.parquet"
+    code = main(["label", str(tmp_path / "task.toml"), str(inputs), "--strategy", "active", "--max-calls", "60",
+                 "--out", str(out)])
+    assert code == 0
+    ls = read_labeled(out)
+    assert 24 < len(ls) <= 60  # stops at the budget, or earlier when held-out agreement stops improving
+    assert ls.info is not None and ls.info["strategy"] == "active"
+    assert [r["kind"] for r in ls.info["rounds"]][:2] == ["heldout", "seed"]
+    assert ls.info["rounds"][-1]["calls_total"] == len(ls)
+    with Journal(task.journal_path) as j:
+        assert j.counts()["done"] == len(ls)

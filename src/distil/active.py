@@ -220,7 +220,7 @@ def label_active(
             return
         res = label(task, batch, teacher=teacher, journal=journal, max_cost=None if max_cost is None
                     else max(max_cost - total.spent, 0.0), progress=None,
-                    confirm=confirm if not rounds else None, source=f"active:{kind}")
+                    source=f"active:{kind}")
         asked.update(batch)
         if res.stats.stopped == "declined":
             declined = True
@@ -236,10 +236,17 @@ def label_active(
             progress(total)
 
     try:
+        if confirm is not None:
+            plan = LabelStats(total=n, to_ask=budget)
+            sample = pool[: min(n, 200)]
+            plan.estimate = teacher.estimate_cost(sample) * budget / len(sample)
+            if not confirm(plan):
+                declined = True
         emb = cheap_embed(pool, seed=seed)
         index = {t: i for i, t in enumerate(pool)}
         heldout = [pool[i] for i in rng.choice(n, size=heldout_size, replace=False)]
-        ask(heldout, "heldout")
+        if not declined:
+            ask(heldout, "heldout")
         rounds.append(Round(0, "heldout", len(heldout), len(answered), total.calls + total.from_journal))
         ho_texts = [t for t in heldout if t in answered]
         ho_probs = np.array([answered[t] for t in ho_texts], dtype=np.float32).reshape(-1, k)

@@ -122,7 +122,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     """Ask the teacher about every input, once; export the labeled set."""
     from distil.data import write_labeled
     from distil.journal import Journal
-    from distil.label import label
+    from distil.label import LabelResult, label
     from distil.teachers import make_teacher
 
     task = _task(args.task)
@@ -144,6 +144,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         return True
 
     journal = Journal(task.journal_path)
+    result: LabelResult
     try:
         if args.strategy != "all":
             from distil.active import label_active
@@ -225,11 +226,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from distil.train import train_task
 
     task = _task(args.task)
-    kwargs: dict[str, Any] = {"seed": args.seed}
+    kwargs: dict[str, Any] = {"seed": args.seed, "hard": args.hard}
     if args.students:
         kwargs["students"] = tuple(s.strip() for s in args.students.split(",") if s.strip())
-    result = train_task(task, Path(args.out), **kwargs)
-    out.print(result.summary() if hasattr(result, "summary") else str(result))
+    if args.target is not None:
+        kwargs["target"] = args.target
+    if args.router_target is not None:
+        kwargs["router_target"] = args.router_target
+    result = train_task(task, Path(args.out), progress=lambda m: console.print(f"[dim]{escape(m)}[/]"), **kwargs)
+    out.print(result.summary())
     return 0
 
 
@@ -237,8 +242,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Label new inputs with a trained student (no teacher)."""
     import json
 
+    from distil.artifact import predict
     from distil.data import extract_texts, read_table
-    from distil.train import predict
 
     table = read_table(args.inputs)
     texts, _, report = extract_texts(table, [args.text_column], lambda r: r[args.text_column])
@@ -361,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("task")
     s.add_argument("--out", required=True)
     s.add_argument("--students", help="comma-separated subset of ngram,static,encoder,finetune")
+    s.add_argument("--target", type=float, help="held-out agreement a student must reach (default: the task's)")
+    s.add_argument("--router-target", type=float, help="agreement the serving router must guarantee")
+    s.add_argument("--hard", action="store_true", help="train on the teacher's argmax only (ablation)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_train)
 

@@ -501,6 +501,9 @@ def _resolve_task(task: Task | str | Path | None, artifact: Any) -> Task:
     stored = root / "task.toml"
     if stored.exists():
         return Task.load(stored)
+    stored_path = artifact.config.get("task_path")
+    if isinstance(stored_path, str) and stored_path and Path(stored_path).exists():
+        return Task.load(stored_path)
     raw = artifact.config.get("task")
     if isinstance(raw, dict):
         return Task.from_dict(raw, source=f"{root / 'config.json'} [task]")

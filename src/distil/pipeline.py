@@ -41,7 +41,7 @@ def run(
     Writes ``out/labeled.parquet``, ``out/students/`` and (with a test file) ``out/eval/metrics.json``
     and ``out/eval/report.html``; returns the metrics (empty without a test file).
     """
-    from distil.train import train
+    from distil.train import attach_router, train
 
     out.mkdir(parents=True, exist_ok=True)
     table = read_table(inputs)
@@ -80,11 +80,17 @@ def run(
     labeled_path = write_labeled(result.labeled, out / "labeled.parquet")
     _say(console, f"labeled set: {labeled_path} ({len(result.labeled)} texts)")
 
-    kwargs: dict[str, Any] = {"target": task.targets.min_retention}
+    kwargs: dict[str, Any] = {
+        "target": task.targets.min_retention,
+        "task_fingerprint": task.fingerprint(),
+        "task_path": str(task.path or ""),
+    }
     if students:
         kwargs["students"] = students
-    trained = train(result.labeled, out / "students", **kwargs)
-    _say(console, trained.summary() if hasattr(trained, "summary") else f"students: {out / 'students'}")
+    say = (lambda m: console.print(f"[dim]{m}[/]")) if console is not None else None
+    trained = train(result.labeled, out / "students", progress=say, **kwargs)
+    trained.router = attach_router(trained.out, result.labeled, task.targets.min_retention)
+    _say(console, trained.summary())
 
     metrics: dict[str, Any] = {}
     if test is not None:
@@ -104,10 +110,15 @@ def demo(out: Path, *, console: Any = None, quick: bool = False) -> dict[str, An
     from distil.demo import prepare_demo
     from distil.teacher_fit import fit_head
 
-    files = prepare_demo(out, **({"n_pool": 600, "n_test": 400} if quick else {}))
+    if quick:
+        files = prepare_demo(out, n_gold=500, n_pool=600, n_test=300)
+    else:
+        files = prepare_demo(out, n_gold=1500, n_pool=2000, n_test=600)
+    _say(console, files.summary())
     task = Task.load(files.task)
-    head = task.resolve(task.teacher.head) if task.teacher is not None and task.teacher.kind == "local" else None
-    if head is not None and not head.exists():
+    spec = task.teacher
+    head = task.resolve(spec.head) if spec is not None and spec.kind == "local" and spec.head else None
+    if head is not None and not (head / "head.json").exists():
         _say(console, f"fitting the teacher head on {files.gold} (gold labels, disjoint from the pool)")
         rep = fit_head(task, files.gold, label_column="product", out=head)
         _say(console, rep.summary() if hasattr(rep, "summary") else str(rep))

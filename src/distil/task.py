@@ -147,6 +147,7 @@ class Task(_Strict):
     work_dir: str = ".distil"
     # Set by :meth:`load`; not part of the file.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("labels")
     @classmethod
@@ -217,14 +218,16 @@ class Task(_Strict):
             raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-        return cls.from_dict(raw, source=str(p), base_dir=p.resolve().parent)
+        task = cls.from_dict(raw, source=str(p), base_dir=p.resolve().parent)
+        return task.model_copy(update={"path": p.resolve()})
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, source: str = "<dict>", base_dir: Path | None = None) -> Task:
         """Validate a parsed task; errors name the key path and the source."""
         data = dict(raw)
-        if "base_dir" in data:
-            raise ConfigError(f"{source}: unknown key 'base_dir'")
+        for internal in ("base_dir", "path"):
+            if internal in data:
+                raise ConfigError(f"{source}: unknown key '{internal}'")
         data["base_dir"] = base_dir or Path.cwd()
         try:
             return cls.model_validate(data)

@@ -1,0 +1,10 @@
+"""Students, from cheapest to strongest: ``ngram``, ``static``, ``encoder``, ``finetune``.
+
+Importing this package imports no torch; each student's module is imported when it is used.
+"""
+
+from __future__ import annotations
+
+from distil.students.base import LADDER, REGISTRY, Student, load_student, student_class
+
+__all__ = ["LADDER", "REGISTRY", "Student", "load_student", "student_class"]

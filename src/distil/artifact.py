@@ -1,0 +1,143 @@
+"""The artifact folder that ``train()`` writes and everything downstream loads.
+
+Layout::
+
+    config.json      format_version, labels, chosen, fingerprints (task, teacher, data), seed, ...
+    labels.json      the label list (column order of every probability matrix)
+    ladder.json      one record per trained student (agreement, ECE, latency, size, ...)
+    README.md        the model card
+    heldout.parquet  the held-out teacher-labeled split (distil.data.write_labeled format)
+    ladder/<name>/   each student's weights (student.json + weights.safetensors + extras)
+    router.json, ood.npz   optional, written by distil.route
+
+Loading never unpickles; loading and predicting with an ngram or static student imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distil.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from distil.data import LabeledSet
+    from distil.students.base import Student
+
+FORMAT_VERSION = 1
+REQUIRED_FILES = ("config.json", "labels.json", "ladder.json")
+
+
+def _read_json(path: Path) -> Any:
+    if not path.exists():
+        raise ArtifactError(
+            f"{path}: missing from the artifact folder",
+            hint="the artifact is incomplete; run `distil train` again to rewrite it",
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+
+
+@dataclass
+class Artifact:
+    """A trained student ladder on disk (see the module docstring for the layout)."""
+
+    path: Path
+    config: dict[str, Any]
+    labels: list[str]
+    chosen: str
+    ladder: list[dict[str, Any]]
+    _cache: dict[str, Student] = field(default_factory=dict, repr=False)
+
+    def members(self) -> list[str]:
+        """Names of the ladder members whose weights are stored under ``ladder/<name>/``."""
+        return [
+            r["name"] for r in self.ladder if (self.path / "ladder" / r["name"] / "student.json").exists()
+        ]
+
+    def student(self, name: str | None = None) -> Student:
+        """The chosen student (or ``name``), loaded once; imports torch only if that student needs it."""
+        from distil.students.base import load_student
+
+        key = name or self.chosen
+        if key not in self._cache:
+            folder = self.path / "ladder" / key
+            if not folder.is_dir():
+                raise ArtifactError(
+                    f"{folder}: no student {key!r} in this artifact",
+                    hint=f"stored members: {', '.join(self.members()) or 'none'}",
+                )
+            student = load_student(folder)
+            if list(student.classes_) != self.labels:
+                raise ArtifactError(f"{folder}/student.json: classes differ from {self.path / 'labels.json'}")
+            self._cache[key] = student
+        return self._cache[key]
+
+    def heldout(self) -> LabeledSet:
+        """The held-out teacher-labeled split that drove early stopping, calibration and selection."""
+        from distil.data import read_labeled
+
+        p = self.path / "heldout.parquet"
+        if not p.exists():
+            raise ArtifactError(f"{p}: missing from the artifact folder", hint="run `distil train` again")
+        return read_labeled(p)
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Read an artifact folder; :class:`ArtifactError` names a missing file or a newer format."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ArtifactError(
+            f"{root}: not an artifact folder (no such directory)", hint="train one with `distil train`"
+        )
+    config = _read_json(root / "config.json")
+    version = config.get("format_version") if isinstance(config, dict) else None
+    if not isinstance(version, int):
+        raise ArtifactError(f"{root / 'config.json'}: no integer 'format_version'")
+    if version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{root / 'config.json'}: format_version {version} is newer than this distil "
+            f"understands ({FORMAT_VERSION})",
+            hint="upgrade distil to load this artifact",
+        )
+    labels = _read_json(root / "labels.json")
+    ladder = _read_json(root / "ladder.json")
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ArtifactError(f"{root / 'labels.json'}: expected a JSON list of label names")
+    if not isinstance(ladder, list):
+        raise ArtifactError(f"{root / 'ladder.json'}: expected a JSON list of records")
+    chosen = config.get("chosen")
+    if not isinstance(chosen, str) or not (root / "ladder" / chosen / "student.json").exists():
+        raise ArtifactError(
+            f"{root / 'ladder' / str(chosen) / 'student.json'}: the chosen student's files are missing",
+            hint="the artifact is incomplete; run `distil train` again",
+        )
+    return Artifact(path=root, config=config, labels=labels, chosen=chosen, ladder=ladder)
+
+
+def predict(
+    artifact_dir: str | Path, texts: Sequence[str], *, student: str | None = None
+) -> list[dict[str, Any]]:
+    """Label and calibrated probabilities for each text, from the chosen student (or ``student``).
+
+    Returns ``[{"label": str, "confidence": float, "probs": {label: p}}, ...]``.
+    """
+    art = load_artifact(artifact_dir)
+    st = art.student(student)
+    probs = st.predict_proba(list(texts))
+    out = []
+    for row in probs:
+        i = int(row.argmax())
+        out.append(
+            {
+                "label": art.labels[i],
+                "confidence": float(row[i]),
+                "probs": {lab: float(p) for lab, p in zip(art.labels, row, strict=True)},
+            }
+        )
+    return out

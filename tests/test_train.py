@@ -1,0 +1,150 @@
+"""train(): held-out split, calibration, selection, the artifact folder, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _distil_helpers import small_banking, tiny_static_model
+
+from distil.artifact import load_artifact, predict
+from distil.data import LabeledSet, read_labeled
+from distil.errors import ArtifactError, DataError
+from distil.train import split_heldout, train
+
+NGRAM = {"bits": 13, "dim": 16, "epochs": 10}
+
+
+def _params(tmp_path: Path, ls: LabeledSet) -> dict[str, dict[str, Any]]:
+    base = tiny_static_model(tmp_path / "m2v", ls.texts)
+    return {"ngram": NGRAM, "static": {"base": str(base), "head": "linear", "epochs": 30}}
+
+
+def test_split_is_stratified_seeded_and_disjoint() -> None:
+    hard = np.repeat(np.arange(4), [40, 20, 10, 1])
+    tr, ho = split_heldout(hard, 0.25, seed=0)
+    assert set(tr).isdisjoint(ho) and len(tr) + len(ho) == len(hard)
+    assert [int((hard[ho] == c).sum()) for c in range(4)] == [10, 5, 3, 0]  # singleton stays in training
+    _, ho2 = split_heldout(hard, 0.25, seed=0)
+    assert np.array_equal(ho, ho2)
+    assert not np.array_equal(ho, split_heldout(hard, 0.25, seed=1)[1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, LabeledSet, Path]:
+    tmp = tmp_path_factory.mktemp("train")
+    ls = small_banking(n_classes=6, per_class=30)
+    msgs: list[str] = []
+    res = train(ls, tmp / "art", students=("ngram", "static"), target=0.0, params=_params(tmp, ls),
+                progress=msgs.append, task_fingerprint="task123")
+    assert any("training ngram" in m for m in msgs)
+    return res, ls, tmp / "art"
+
+
+def test_artifact_folder_and_selection(trained: tuple[Any, LabeledSet, Path]) -> None:
+    res, ls, out = trained
+    for f in ("config.json", "labels.json", "ladder.json", "README.md", "heldout.parquet",
+              "ladder/ngram/student.json", "ladder/static/weights.safetensors"):
+        assert (out / f).exists(), f
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["data_fingerprint"] == ls.fingerprint()
+    assert cfg["teacher_fingerprint"] == "test-teacher" and cfg["task_fingerprint"] == "task123"
+    assert cfg["format_version"] == 1 and cfg["labels"] == ls.labels
+    # target 0: every student qualifies, so the cheapest by measured CPU ms/pred is chosen
+    cheapest = min(res.ladder, key=lambda r: r["ms_per_pred"])
+    assert res.chosen == cheapest["name"] == cfg["chosen"]
+    assert sum(r["chosen"] for r in res.ladder) == 1
+    for r in res.ladder:
+        assert 0.0 <= r["agreement"] <= 1.0 and r["temperature"] > 0 and r["size_mb"] > 0
+        assert r["ece"] <= r["ece_before"] + 0.05  # temperature scaling does not make calibration much worse
+    art = load_artifact(out)
+    assert art.members() == ["ngram", "static"] and art.labels == ls.labels
+    held = art.heldout()
+    assert len(held) == res.n_heldout and res.n_train + res.n_heldout == len(ls)
+    assert set(held.texts) <= set(ls.texts)
+    # the recorded agreement is reproducible from the stored student and held-out set
+    st = art.student("ngram")
+    rec = next(r for r in res.ladder if r["name"] == "ngram")
+    assert np.mean(st.predict_proba(held.texts).argmax(1) == held.hard) == pytest.approx(rec["agreement"])
+    assert st.temperature_ == pytest.approx(rec["temperature"])
+    out_rows = predict(out, ["I lost my card", "how do I top up?"])
+    assert len(out_rows) == 2 and out_rows[0]["label"] in ls.labels
+    assert sum(out_rows[0]["probs"].values()) == pytest.approx(1.0, rel=1e-4)
+    card = (out / "README.md").read_text()
+    assert ls.fingerprint() in card and "test-teacher" in card and "load_artifact" in card
+
+
+def test_deterministic_for_seed(tmp_path: Path, trained: tuple[Any, LabeledSet, Path]) -> None:
+    res, ls, _ = trained
+    again = train(ls, tmp_path / "again", students=("ngram",), target=0.0, params={"ngram": NGRAM})
+    first = next(r for r in res.ladder if r["name"] == "ngram")
+    assert again.ladder[0]["agreement"] == first["agreement"]
+    assert again.ladder[0]["temperature"] == first["temperature"]
+
+
+def test_no_student_meets_target_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ls = small_banking(n_classes=4, per_class=15)
+    res = train(ls, tmp_path / "a", students=("ngram",), target=1.01, params={"ngram": NGRAM})
+    assert res.chosen == "ngram"
+    assert any("no student reached the target" in w for w in res.warnings)
+    assert "no student reached the target" in caplog.text
+
+
+def test_few_labels_for_a_class_warns_naming_it(tmp_path: Path) -> None:
+    ls = small_banking(n_classes=4, per_class=15)
+    rare = ls.labels[3]
+    keep = [i for i in range(len(ls)) if ls.hard[i] != 3][:] + [i for i in range(len(ls)) if ls.hard[i] == 3][:3]
+    sub = LabeledSet([ls.texts[i] for i in keep], ls.probs[keep], ls.labels)
+    res = train(sub, tmp_path / "a", students=("ngram",), target=0.0, params={"ngram": NGRAM})
+    assert any(repr(rare) in w and "fewer than" in w for w in res.warnings)
+
+
+def test_single_class_and_empty_texts_are_clear_errors(tmp_path: Path) -> None:
+    p = np.tile(np.array([[0.9, 0.1]], dtype=np.float32), (10, 1))
+    with pytest.raises(DataError, match="same label 'a'"):
+        train(LabeledSet([f"text {i}" for i in range(10)], p, ["a", "b"]), tmp_path / "x", students=("ngram",))
+    with pytest.raises(DataError, match="all 10 texts are empty"):
+        train(LabeledSet([" "] * 10, p, ["a", "b"]), tmp_path / "y", students=("ngram",))
+
+
+def test_broken_artifacts_name_the_file(tmp_path: Path, trained: tuple[Any, LabeledSet, Path]) -> None:
+    import shutil
+
+    _, _, out = trained
+    for name in ("ladder.json", "labels.json", "config.json"):
+        bad = tmp_path / name
+        shutil.copytree(out, bad)
+        (bad / name).unlink()
+        with pytest.raises(ArtifactError, match=name):
+            load_artifact(bad)
+    newer = tmp_path / "newer"
+    shutil.copytree(out, newer)
+    cfg = json.loads((newer / "config.json").read_text())
+    cfg["format_version"] = 2
+    (newer / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="config.json: format_version 2 is newer"):
+        load_artifact(newer)
+    gone = tmp_path / "gone"
+    shutil.copytree(out, gone)
+    (gone / "heldout.parquet").unlink()
+    with pytest.raises(ArtifactError, match="heldout.parquet"):
+        load_artifact(gone).heldout()
+
+
+def test_train_task_uses_the_journal_labeled_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import distil.label
+    from distil.task import Task
+    from distil.train import train_task
+
+    ls = small_banking(n_classes=3, per_class=12)
+    task = Task.from_dict({"name": "t", "labels": ls.labels, "targets": {"min_retention": 0.5}},
+                          base_dir=tmp_path)
+    monkeypatch.setattr(distil.label, "labeled_set", lambda t, **kw: ls)
+    res = train_task(task, students=("ngram",), params={"ngram": NGRAM})
+    assert res.out == task.work_path / "student"
+    cfg = json.loads((res.out / "config.json").read_text())
+    assert cfg["target"] == 0.5 and cfg["task_fingerprint"] == task.fingerprint()
+    assert read_labeled(res.out / "heldout.parquet").labels == ls.labels
