@@ -47,18 +47,26 @@ def embedding_dim(model: Any) -> int:
     return int(fn())
 
 
+_LOGGED: set[str] = set()
+
+
 def warn_truncated(tokenizer: Any, texts: Sequence[str], max_len: int, who: str) -> int:
     """Count texts longer than ``max_len`` tokens; warn (never fail) if any. Returns the count."""
-    if not texts:
+    # A text can only pass max_len tokens if it has at least max_len - 2 characters: skip the rest untokenized.
+    cand = [i for i, t in enumerate(texts) if len(t) + 2 > max_len]
+    if not cand:
         return 0
-    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-    long = [i for i, x in enumerate(ids) if len(x) > max_len]
+    ids = tokenizer([texts[i] for i in cand], add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    lengths = {i: len(x) for i, x in zip(cand, ids, strict=True)}
+    long = [i for i in cand if lengths[i] > max_len]
     if long:
         msg = (
             f"{who}: {len(long)} of {len(texts)} text(s) are longer than {max_len} tokens and were "
-            f"truncated (first: #{long[0]}, {len(ids[long[0]])} tokens); raise max_seq_length to keep more"
+            f"truncated (first: #{long[0]}, {lengths[long[0]]} tokens); raise max_seq_length to keep more"
         )
-        log.warning(msg)
+        if who not in _LOGGED:  # the log gets it once per process; warnings.warn every time (filters decide)
+            _LOGGED.add(who)
+            log.warning(msg + " (logged once)")
         warnings.warn(msg, TruncationWarning, stacklevel=3)
     return len(long)
 
