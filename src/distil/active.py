@@ -159,6 +159,60 @@ class QuickStudent:
         return out
 
 
+class LinearProbe:
+    """Soft-label softmax regression on fixed features (e.g. static embeddings), trained with L-BFGS.
+
+    ``featurize(texts) -> (n, d)`` supplies the features (standardise them once, outside).  It fits
+    the teacher's full probability vectors (cross-entropy to soft targets, L2 penalty ``lam``), so
+    every teacher answer carries its whole distribution, not just its argmax; an embedding student
+    trained this way reaches its whole-pool agreement with far fewer answers than an n-gram one.
+    """
+
+    def __init__(self, featurize: Callable[[Sequence[str]], np.ndarray], *, lam: float = 1e-3,
+                 max_iter: int = 200, seed: int = 0) -> None:
+        self.featurize = featurize
+        self.lam = lam
+        self.max_iter = max_iter
+        self.seed = seed
+
+    def fit(self, texts: Sequence[str], probs: np.ndarray, *, labels: Sequence[str]) -> LinearProbe:
+        """Minimise mean cross-entropy to ``probs`` plus ``lam/2·|W|²`` (bias unpenalised)."""
+        from scipy.optimize import minimize
+
+        x = np.asarray(self.featurize(texts), dtype=np.float64)
+        p = np.asarray(probs, dtype=np.float64)
+        n, d = x.shape
+        k = len(labels)
+        if p.shape != (n, k):
+            raise DataError(f"LinearProbe.fit: probs shape {p.shape}, expected {(n, k)}")
+        x1 = np.hstack([x, np.ones((n, 1))])
+        lam = self.lam
+
+        def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+            wm = w.reshape(d + 1, k)
+            z = x1 @ wm
+            z -= z.max(axis=1, keepdims=True)
+            lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
+            logq = z - lse
+            g = x1.T @ (np.exp(logq) - p) / n
+            g[:-1] += lam * wm[:-1]
+            val = -float((p * logq).sum()) / n + 0.5 * lam * float((wm[:-1] ** 2).sum())
+            return val, g.ravel()
+
+        res = minimize(loss, np.zeros((d + 1) * k), jac=True, method="L-BFGS-B",
+                       options={"maxiter": self.max_iter})
+        self.w_ = res.x.reshape(d + 1, k).astype(np.float32)
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Softmax of the linear logits, (n, k)."""
+        x = np.asarray(self.featurize(texts), dtype=np.float32)
+        z = x @ self.w_[:-1] + self.w_[-1]
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
+
+
 def _default_student(seed: int) -> Any:
     return QuickStudent(seed)
 
@@ -182,12 +236,17 @@ def label_active(
     min_gain: float = 0.002,
     make_student: Callable[[int], Any] = _default_student,
     on_round: Callable[[Round, dict[str, np.ndarray]], None] | None = None,
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+    candidates: float = 5.0,
 ) -> ActiveResult:
     """Label a pool in rounds (``active``: least-sure and diverse first; ``random``: the baseline).
 
     Stops when ``max_calls`` is spent or held-out agreement has not improved by ``min_gain`` for
     ``patience`` rounds.  Returns the teacher's answers only (held-out included, marked in ``heldout``).
     ``on_round(round, answers)`` is called after every round with all teacher answers so far.
+    ``embed(texts) -> unit vectors`` gives the space the seed and the within-round diversity are
+    measured in (default :func:`cheap_embed`); each uncertain round keeps ``size`` diverse inputs
+    out of the ``candidates × size`` least sure ones (``candidates=1``: pure margin).
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}", hint=f"choose one of {', '.join(STRATEGIES)}, or all")
@@ -242,7 +301,7 @@ def label_active(
             plan.estimate = teacher.estimate_cost(sample) * budget / len(sample)
             if not confirm(plan):
                 declined = True
-        emb = cheap_embed(pool, seed=seed)
+        emb = cheap_embed(pool, seed=seed) if embed is None else _unit(embed(pool))
         index = {t: i for i, t in enumerate(pool)}
         heldout = [pool[i] for i in rng.choice(n, size=heldout_size, replace=False)]
         if not declined:
@@ -253,6 +312,7 @@ def label_active(
         ho_set = set(heldout)
 
         best, stale, r = -1.0, 0, 1
+        fitted: tuple[int, Any] | None = None  # (size of the training set, student) from last round
         while not declined and total.stopped is None and total.calls + total.from_journal < budget:
             remaining = np.array([index[t] for t in pool if t not in asked], dtype=np.int64)
             if not len(remaining):
@@ -267,9 +327,12 @@ def label_active(
                 pick = remaining[sub]
                 kind = "seed"
             else:
-                student = _fit(make_student, seed, train_texts, answered, task)
+                if fitted is not None and fitted[0] == len(train_texts):
+                    student = fitted[1]  # trained on exactly these answers at the end of last round
+                else:
+                    student = _fit(make_student, seed, train_texts, answered, task)
                 unsure = margin(student.predict_proba([pool[i] for i in remaining]))
-                cand = remaining[np.argsort(unsure, kind="stable")[: max(5 * size, size)]]
+                cand = remaining[np.argsort(unsure, kind="stable")[: max(int(candidates * size), size)]]
                 labeled_idx = np.array([index[t] for t in train_texts], dtype=np.int64)
                 # diversity inside the candidates, measured against everything already labeled
                 sub = k_center(np.concatenate([emb[cand], emb[labeled_idx]]), size + len(labeled_idx),
@@ -281,6 +344,7 @@ def label_active(
             agreement = None
             if len(ho_texts) and len({int(np.argmax(answered[t])) for t in train_texts}) >= 2:
                 student = _fit(make_student, seed, train_texts, answered, task)
+                fitted = (len(train_texts), student)
                 agreement = float(np.mean(student.predict_proba(ho_texts).argmax(1) == ho_probs.argmax(1)))
             rounds.append(Round(r, kind, len(pick), len(answered), total.calls + total.from_journal, agreement))
             if on_round is not None:
@@ -311,6 +375,11 @@ def label_active(
     finally:
         if own:
             journal.close()
+
+
+def _unit(emb: np.ndarray) -> np.ndarray:
+    e = np.asarray(emb, dtype=np.float32)
+    return np.asarray(e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-8), dtype=np.float32)
 
 
 def _fit(make_student: Callable[[int], Any], seed: int, texts: list[str], answered: dict[str, np.ndarray],
