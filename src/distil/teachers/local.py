@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from distil.errors import ConfigError, require
+from distil.models import file_sha256
 from distil.teachers.base import Answer, Teacher
 
 if TYPE_CHECKING:
@@ -62,14 +63,6 @@ _SAMPLE_BYTES = 1 << 20
 _ENCODE_LOCK = threading.Lock()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @functools.lru_cache(maxsize=8)
 def _fingerprint_cached(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
     root = Path(folder)
@@ -78,7 +71,7 @@ def _fingerprint_cached(folder: str, stamp: tuple[tuple[str, int, int], ...]) ->
         p = root / name
         if p.is_file():
             h.update(name.encode())
-            h.update(_sha256_file(p).encode())
+            h.update(file_sha256(p).encode())
     for rel, size, _mtime in stamp:
         h.update(f"{rel}:{size}".encode())
         with (root / rel).open("rb") as fh:
@@ -330,7 +323,7 @@ def head_sha256(folder: Path) -> str:
     h = hashlib.sha256()
     for name in (HEAD_WEIGHTS, HEAD_META):
         h.update(name.encode())
-        h.update(_sha256_file(folder / name).encode())
+        h.update(file_sha256(folder / name).encode())
     return h.hexdigest()
 
 
