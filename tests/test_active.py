@@ -93,3 +93,20 @@ def test_cli_active_stores_strategy_and_rounds_with_the_labeled_set(tmp_path: Pa
     assert ls.info["rounds"][-1]["calls_total"] == len(ls)
     with Journal(task.journal_path) as j:
         assert j.counts()["done"] == len(ls)
+
+
+def test_linear_probe_fits_soft_targets() -> None:
+    from distil.active import LinearProbe
+
+    rng = np.random.default_rng(0)
+    centers = np.array([[3.0, 0.0], [0.0, 3.0], [-3.0, -3.0]])
+    x = np.concatenate([c + 0.3 * rng.standard_normal((20, 2)) for c in centers])
+    texts = [str(i) for i in range(len(x))]
+    probs = np.repeat(np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]]), 20, axis=0)
+    probe = LinearProbe(lambda ts: x[[int(t) for t in ts]], lam=1e-3).fit(texts, probs, labels=["a", "b", "c"])
+    out = probe.predict_proba(texts)
+    assert out.shape == (60, 3)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    assert (out.argmax(1) == probs.argmax(1)).all()
+    # soft targets: it learns the teacher's 0.8, not a hard 1.0
+    assert 0.6 < float(out.max(1).mean()) < 0.95
