@@ -149,3 +149,12 @@ def test_unreachable_endpoint_is_one_line_and_journal_intact(tmp_path: Path) -> 
     assert "Traceback" not in proc.stderr and f"127.0.0.1:{port}" in proc.stderr
     with Journal(tmp_path / "t" / ".distil" / "journal.sqlite") as j:
         assert all(r.status in ("pending", "failed") for r in j.rows())
+
+
+def test_journal_command_lists_counts_per_teacher(tmp_path: Path) -> None:
+    task = write_task(tmp_path / "t")
+    inputs = write_csv(tmp_path / "in.csv", ROWS)
+    assert distil("label", str(task), str(inputs), cwd=tmp_path).returncode == 0
+    proc = distil("journal", str(task), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "function" in proc.stdout and "done 3" in proc.stdout and "pending 0" in proc.stdout

@@ -293,7 +293,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Prepare the embedded default (CFPB complaints) and run it end to end."""
     from distil.pipeline import demo
 
-    demo(Path(args.out), console=console, quick=args.quick)
+    metrics = demo(Path(args.out), console=console, quick=args.quick)
+    out.print(metrics.get("verdict", ""))
     return 0
 
 
