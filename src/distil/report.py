@@ -445,7 +445,8 @@ def render_report(metrics: Mapping[str, Any], *, disagreements: Sequence[Mapping
         warn_html,
         "<h2>The ladder</h2>",
         '<p class="note">Every student trained, on the same test set and CPU. '
-        "★ = chosen (the smallest that meets the target). "
+        "★ = chosen at training time: the cheapest whose held-out agreement with the teacher met the target, "
+        "or the best one when none did. "
         "Costs: CPU core-seconds × $/core-hour for local models"
         + (", tokens × price for the teacher" if t.get("kind") == "openai" else "") + ".</p>",
         '<div class="row2">',
