@@ -148,3 +148,27 @@ def test_train_task_uses_the_journal_labeled_set(tmp_path: Path, monkeypatch: py
     cfg = json.loads((res.out / "config.json").read_text())
     assert cfg["target"] == 0.5 and cfg["task_fingerprint"] == task.fingerprint()
     assert read_labeled(res.out / "heldout.parquet").labels == ls.labels
+
+
+def test_gold_validation_set_drives_selection(tmp_path: Path) -> None:
+    ls = small_banking(n_classes=4, per_class=25)
+    more = small_banking(n_classes=4, per_class=40, seed=1)
+    keep = [i for i in range(len(more)) if i % 40 >= 25]  # 15 per class, none of them in the training set
+    assert not set(more.texts[i] for i in keep) & set(ls.texts)
+    val = LabeledSet([more.texts[i] for i in keep], more.probs[keep], more.labels,
+                     gold=[(more.gold or [])[i] for i in keep])
+    # the "teacher" is wrong on every 4th validation text: retention can exceed agreement
+    gold = list(val.gold or [])
+    for i in range(0, len(gold), 4):
+        gold[i] = val.labels[(val.labels.index(gold[i]) + 1) % 4]
+    val = LabeledSet(val.texts, val.probs, val.labels, gold=gold)
+    res = train(ls, tmp_path / "v", students=("ngram",), target=0.5, params={"ngram": NGRAM}, validation=val)
+    rec = res.ladder[0]
+    teacher_acc = float(np.mean(val.probs.argmax(1) == np.array([val.labels.index(g) for g in gold])))
+    assert teacher_acc == pytest.approx(0.75, abs=0.02)
+    assert rec["val_retention"] == pytest.approx(rec["val_gold_acc"] / teacher_acc, rel=1e-4)
+    cfg = json.loads((tmp_path / "v" / "config.json").read_text())
+    assert cfg["selected_by"] == "val_retention" and cfg["validation"]["n"] == len(val)
+    with pytest.raises(DataError, match="gold"):
+        train(ls, tmp_path / "w", students=("ngram",), params={"ngram": NGRAM},
+              validation=LabeledSet(val.texts, val.probs, val.labels))

@@ -283,7 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     metrics = run(
         _task(args.task), Path(args.inputs), Path(args.out), test=Path(args.test) if args.test else None,
         label_column=args.label_column, text_column=args.text_column, max_calls=args.max_calls,
-        max_cost=args.max_cost, console=console,
+        max_cost=args.max_cost, valid=Path(args.valid) if args.valid else None, console=console,
     )
     out.print(metrics.get("verdict", "") if metrics else "")
     return 0
@@ -394,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("task")
     s.add_argument("inputs")
     s.add_argument("--test")
+    s.add_argument("--valid", help="gold-labeled file, disjoint from the teacher's training data: choose by it")
     s.add_argument("--label-column")
     s.add_argument("--text-column", default="text")
     s.add_argument("--out", required=True)

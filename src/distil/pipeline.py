@@ -34,12 +34,15 @@ def run(
     max_calls: int | None = None,
     max_cost: float | None = None,
     students: tuple[str, ...] | None = None,
+    valid: Path | None = None,
     console: Any = None,
 ) -> dict[str, Any]:
     """Label ``inputs`` with the task's teacher, train the ladder on the answers, evaluate on ``test``.
 
     Writes ``out/labeled.parquet``, ``out/students/`` and (with a test file) ``out/eval/metrics.json``
-    and ``out/eval/report.html``; returns the metrics (empty without a test file).
+    and ``out/eval/report.html``; returns the metrics (empty without a test file).  ``valid``: a
+    gold-labeled file (``label_column``), disjoint from the teacher's own training data; the teacher
+    answers it through the journal and the student is chosen by measured retention on it.
     """
     from distil.train import attach_router, train
 
@@ -80,7 +83,12 @@ def run(
     labeled_path = write_labeled(result.labeled, out / "labeled.parquet")
     _say(console, f"labeled set: {labeled_path} ({len(result.labeled)} texts)")
 
+    validation = None
+    if valid is not None:
+        validation = gold_labeled(task, valid, label_column=label_column, text_column=text_column)
+        _say(console, f"{valid}: {len(validation)} gold-labeled texts for choosing the student")
     kwargs: dict[str, Any] = {
+        "validation": validation,
         "target": task.targets.min_retention,
         "task_fingerprint": task.fingerprint(),
         "task_path": str(task.path or ""),
@@ -105,6 +113,35 @@ def run(
     return metrics
 
 
+def gold_labeled(task: Task, path: Path, *, label_column: str | None, text_column: str = "text") -> Any:
+    """The teacher's answers (through the journal) for a gold-labeled file, with the gold kept."""
+    from distil.data import LabeledSet, require_columns
+    from distil.errors import ConfigError, DataError
+
+    if not label_column:
+        raise ConfigError("a validation file needs --label-column (the gold label column)")
+    table = read_table(path)
+    require_columns(table, [label_column], what="gold label")
+    fields = [text_column] if text_column in table.columns else task.input.fields
+    render = (lambda r: r[text_column]) if text_column in table.columns else task.input.render
+    texts, mapping, _ = extract_texts(table, fields, render)
+    gold_of: dict[str, str] = {}
+    for row_no, (row, pos) in enumerate(zip(table.rows, mapping, strict=True), start=1):
+        if pos < 0:
+            continue
+        g = str(row.get(label_column) or "").strip()
+        if g not in task.label_names:
+            raise DataError(
+                f"{path}, row {row_no}, column {label_column!r}: {g!r} is not one of the task's labels",
+                hint=f"labels: {', '.join(task.label_names)}",
+            )
+        gold_of.setdefault(texts[pos], g)
+    with Journal(task.journal_path) as journal:
+        res = label(task, texts, journal=journal, source="valid")
+    ls = res.labeled
+    return LabeledSet(ls.texts, ls.probs, ls.labels, gold=[gold_of[t] for t in ls.texts], teacher=ls.teacher)
+
+
 def demo(out: Path, *, console: Any = None, quick: bool = False) -> dict[str, Any]:
     """The embedded default: CFPB complaints → product, with a local mpnet teacher, end to end."""
     from distil.demo import prepare_demo
@@ -113,7 +150,7 @@ def demo(out: Path, *, console: Any = None, quick: bool = False) -> dict[str, An
     if quick:
         files = prepare_demo(out, n_gold=500, n_pool=600, n_test=300)
     else:
-        files = prepare_demo(out, n_gold=1500, n_pool=2000, n_test=600)
+        files = prepare_demo(out, n_gold=1500, n_pool=2000, n_test=600, n_valid=300)
     _say(console, files.summary())
     task = Task.load(files.task)
     spec = task.teacher
@@ -124,5 +161,6 @@ def demo(out: Path, *, console: Any = None, quick: bool = False) -> dict[str, An
         _say(console, rep.summary() if hasattr(rep, "summary") else str(rep))
     students = ("ngram", "static", "encoder") if not quick else ("ngram",)
     return run(
-        task, files.pool, out, test=files.test, label_column="product", students=students, console=console
+        task, files.pool, out, test=files.test, label_column="product", students=students,
+        valid=files.valid, console=console,
     )

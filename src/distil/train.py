@@ -57,6 +57,7 @@ class TrainResult:
             lines.append(
                 f" {mark} {r['name']:<9} agreement {r['agreement']:.4f}  {r['ms_per_pred']:.3f} ms/pred  "
                 f"{r['size_mb']:.1f} MB  ECE {r.get('ece', float('nan')):.3f}  train {r.get('train_s', 0):.0f}s"
+                + (f"  retention vs gold (validation) {r['val_retention']:.3f}" if "val_retention" in r else "")
             )
         lines.append(f"chosen: {self.chosen}")
         if self.router is not None:
@@ -173,6 +174,7 @@ def train(
     params: dict[str, dict[str, Any]] | None = None,
     task_fingerprint: str = "",
     task_path: str = "",
+    validation: LabeledSet | None = None,
 ) -> TrainResult:
     """Train the ladder ``students`` on ``labeled``, select one, write the artifact folder ``out``.
 
@@ -181,6 +183,10 @@ def train(
     fine-tuning student from its checkpoint in ``out/.checkpoints`` (refused if data or config
     changed).  ``params``: constructor parameters per student name (e.g. ``{"ngram": {"dim": 16}}``).
     ``progress(message)`` is called as each step starts.  Deterministic for a given ``seed``.
+    ``validation``: texts with the teacher's answers *and gold labels*, disjoint from the teacher's own
+    training data; when given, a student qualifies by its measured retention on it (student accuracy /
+    teacher accuracy vs gold) instead of by held-out agreement — a noisy teacher's disagreements are
+    often the teacher's errors, so agreement understates what a student keeps.
     """
     out = Path(out)
     say = progress or (lambda _m: None)
@@ -216,6 +222,22 @@ def train(
         gold=[labeled.gold[i] for i in ho_idx] if labeled.gold is not None else None,
         teacher=labeled.teacher,
     )
+    val_gold: np.ndarray | None = None
+    teacher_val_acc = 0.0
+    if validation is not None:
+        if validation.labels != labeled.labels or validation.gold is None:
+            raise DataError("train: the validation set needs the same labels as the training set and gold labels")
+        keep = [i for i, g in enumerate(validation.gold) if g in labeled.labels]
+        if len(keep) < 20:
+            raise DataError(f"train: only {len(keep)} validation rows have a gold label; need at least 20")
+        val_gold = np.array([labeled.labels.index(str(validation.gold[i])) for i in keep])
+        validation = LabeledSet(
+            [validation.texts[i] for i in keep], validation.probs[keep], validation.labels,
+            gold=[validation.gold[i] for i in keep], teacher=validation.teacher,
+        )
+        teacher_val_acc = float(np.mean(validation.probs.argmax(axis=1) == val_gold))
+        if teacher_val_acc <= 0:
+            raise DataError("train: the teacher got every validation row wrong; retention is undefined")
     out.mkdir(parents=True, exist_ok=True)
     ladder: list[dict[str, Any]] = []
     for n, name in enumerate(students, 1):
@@ -280,18 +302,24 @@ def train(
                 rec["heldout_gold_acc"] = round(
                     float(np.mean(logits[list(rows)].argmax(1) == np.array(ys))), 6
                 )
+        if validation is not None and val_gold is not None:
+            val_acc = float(np.mean(student.predict_logits(validation.texts).argmax(axis=1) == val_gold))
+            rec["val_gold_acc"] = round(val_acc, 6)
+            rec["val_retention"] = round(val_acc / teacher_val_acc, 6)
         ladder.append(rec)
         log.info("%s: agreement %.4f, %.3f ms/pred, %.1f MB", name, agreement, ms, rec["size_mb"])
     if not ladder:
         raise DataError("train: no student could be trained", hint="; ".join(warnings))
-    ok = [r for r in ladder if r["agreement"] >= target]
+    key = "val_retention" if validation is not None else "agreement"
+    what = "retention vs gold on the validation set" if validation is not None else "agreement with the teacher"
+    ok = [r for r in ladder if r[key] >= target]
     if ok:
-        best = min(ok, key=lambda r: (r["ms_per_pred"], -r["agreement"]))
+        best = min(ok, key=lambda r: (r["ms_per_pred"], -r[key]))
     else:
-        best = max(ladder, key=lambda r: (r["agreement"], -r["ms_per_pred"]))
+        best = max(ladder, key=lambda r: (r[key], -r["ms_per_pred"]))
         msg = (
-            f"no student reached the target agreement {target:.3f} with the teacher on held-out "
-            f"(best: {best['name']} at {best['agreement']:.3f}); chose {best['name']} anyway — "
+            f"no student reached the target {what} {target:.3f} "
+            f"(best: {best['name']} at {best[key]:.3f}); chose {best['name']} anyway — "
             "label more texts or add a stronger student"
         )
         warnings.append(msg)
@@ -311,6 +339,10 @@ def train(
         "chosen": chosen,
         "task_fingerprint": task_fingerprint,
         "task_path": task_path,
+        "selected_by": key,
+        "validation": (
+            {"n": len(validation), "teacher_gold_acc": round(teacher_val_acc, 6)} if validation is not None else None
+        ),
         "teacher_fingerprint": labeled.teacher,
         "data_fingerprint": fingerprint,
         "heldout_fingerprint": heldout.fingerprint(),
