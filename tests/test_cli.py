@@ -158,3 +158,34 @@ def test_journal_command_lists_counts_per_teacher(tmp_path: Path) -> None:
     proc = distil("journal", str(task), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "function" in proc.stdout and "done 3" in proc.stdout and "pending 0" in proc.stdout
+
+
+@pytest.mark.slow
+def test_train_with_a_gold_validation_file_records_retention(tmp_path: Path) -> None:
+    from conftest import banking77
+
+    rows = [(t, lab) for t, lab in banking77("train") if lab in ("card_arrival", "exchange_rate", "pin_blocked")]
+    labels = ["card_arrival", "exchange_rate", "pin_blocked"]
+    (tmp_path / "t").mkdir()
+    task = tmp_path / "t" / "task.toml"
+    task.write_text(
+        f'name="b"\nlabels={labels!r}\n'.replace("'", '"')
+        + '[teacher]\nkind="function"\ncallable="teacher_fns:banking_gold"\n',
+        encoding="utf-8",
+    )
+    pool = write_csv(tmp_path / "pool.csv", [{"text": t} for t, _ in rows[:150]])
+    valid = write_csv(tmp_path / "valid.csv", [{"text": t, "intent": g} for t, g in rows[150:210]],
+                      columns=("text", "intent"))
+    assert distil("label", str(task), str(pool), cwd=tmp_path).returncode == 0
+    proc = distil("train", str(task), "--out", str(tmp_path / "s"), "--students", "ngram",
+                  "--valid", str(valid), "--label-column", "intent", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "retention vs gold (validation)" in proc.stdout
+    import json
+
+    cfg = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert cfg["selected_by"] == "val_retention" and cfg["validation"]["n"] == 60
+    bad = write_csv(tmp_path / "bad.csv", [{"text": "x", "intent": "nope"}], columns=("text", "intent"))
+    proc = distil("train", str(task), "--out", str(tmp_path / "s2"), "--students", "ngram",
+                  "--valid", str(bad), "--label-column", "intent", cwd=tmp_path)
+    assert_clean_error(proc, 2, "row 1", "'intent'", "nope")

@@ -234,6 +234,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         kwargs["target"] = args.target
     if args.router_target is not None:
         kwargs["router_target"] = args.router_target
+    if args.valid:
+        from distil.pipeline import gold_labeled
+
+        kwargs["validation"] = gold_labeled(
+            task, Path(args.valid), label_column=args.label_column, text_column=args.text_column
+        )
     result = train_task(task, Path(args.out), progress=lambda m: console.print(f"[dim]{escape(m)}[/]"), **kwargs)
     out.print(result.summary())
     return 0
@@ -371,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", type=float, help="held-out agreement a student must reach (default: the task's)")
     s.add_argument("--router-target", type=float, help="agreement the serving router must guarantee")
     s.add_argument("--hard", action="store_true", help="train on the teacher's argmax only (ablation)")
+    s.add_argument("--valid", help="gold-labeled file, disjoint from the teacher's training data: choose by it")
+    s.add_argument("--label-column", help="the gold column of --valid")
+    s.add_argument("--text-column", default="text")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_train)
 
