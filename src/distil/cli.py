@@ -35,7 +35,7 @@ def _task(path: str) -> Any:
     return Task.load(path)
 
 
-def _read_inputs(task: Any, path: str, text_column: str | None) -> tuple[list[str], Any]:
+def _read_inputs(task: Any, path: str, text_column: str | None) -> list[str]:
     from distil.data import extract_texts, read_table
     from distil.task import InputSpec
 
@@ -43,7 +43,7 @@ def _read_inputs(task: Any, path: str, text_column: str | None) -> tuple[list[st
     spec = task.input if text_column is None else InputSpec(fields=[text_column], max_chars=task.input.max_chars)
     texts, _, report = extract_texts(table, spec.fields, spec.render)
     console.print(f"[bold]{path}[/]: {report.summary()}")
-    return texts, report
+    return texts
 
 
 class _LabelDisplay:
@@ -127,7 +127,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from distil.teachers import make_teacher
 
     task = _task(args.task)
-    texts, _ = _read_inputs(task, args.inputs, args.text_column)
+    texts = _read_inputs(task, args.inputs, args.text_column)
     teacher = make_teacher(task)
     display = _LabelDisplay(teacher.describe())
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from distil.data import LabeledSet
-from distil.errors import DataError, JournalError
+from distil.errors import ConfigError, DataError, TeacherError
 from distil.journal import Journal, Row, call_key
 from distil.task import Task
 from distil.teachers import make_teacher
@@ -103,7 +103,7 @@ def label(
     own_journal = journal is None
     teacher = teacher or make_teacher(task)
     if teacher.labels != task.label_names:
-        raise JournalError(
+        raise ConfigError(
             f"teacher labels {teacher.labels[:5]}… do not match the task's labels {task.label_names[:5]}…",
             hint="build the teacher from the same task",
         )
@@ -181,7 +181,7 @@ def _label(
         journal.mark_pending(zip(bkeys, [fp] * len(batch), batch, strict=True), source=source)
         answers = teacher.predict_batch(batch)
         if len(answers) != len(batch):
-            raise JournalError(
+            raise TeacherError(
                 f"teacher {teacher.describe()} returned {len(answers)} answers for {len(batch)} texts"
             )
         journal.record(

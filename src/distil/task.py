@@ -52,9 +52,7 @@ class InputSpec(_Strict):
                     f"template uses {sorted(unknown)} which are not in fields {self.fields}; "
                     "add them to [input].fields"
                 )
-        elif len(self.fields) > 1:
-            pass  # several fields without a template are joined with a blank line
-        return self
+        return self  # several fields without a template are joined with a blank line
 
     def render(self, row: dict[str, str]) -> str:
         """Build the text for one row (values already checked to be strings)."""
