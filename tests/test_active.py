@@ -175,3 +175,28 @@ def test_linear_probe_fits_soft_targets() -> None:
     assert (out.argmax(1) == probs.argmax(1)).all()
     # soft targets: it learns the teacher's 0.8, not a hard 1.0
     assert 0.6 < float(out.max(1).mean()) < 0.95
+
+
+@pytest.mark.slow
+def test_distil_run_with_active_labeling_trains_on_the_rounds_answers_only(tmp_path: Path) -> None:
+    from helpers import write_csv
+
+    from distil.data import read_labeled
+    from distil.pipeline import run
+
+    texts, labels = _pool(n_classes=6, per_class=60)
+    gold = dict(banking77("train"))
+    test_rows = [(t, gold[t]) for t in texts[::3]]  # the oracle teacher knows train texts only
+    texts = [t for i, t in enumerate(texts) if i % 3]
+    task = _task(tmp_path, labels)
+    inputs = write_csv(tmp_path / "pool.csv", [{"text": t} for t in texts])
+    test = write_csv(tmp_path / "test.csv", [{"text": t, "category": lab} for t, lab in test_rows],
+                     columns=("text", "category"))
+    metrics = run(task, inputs, tmp_path / "run", test=test, label_column="category", max_calls=120,
+                  strategy="active", students=("ngram",))
+    ls = read_labeled(tmp_path / "run" / "labeled.parquet")
+    assert ls.info is not None and ls.info["strategy"] == "active" and ls.info["round_student"] in ("static", "ngram")
+    assert len(ls) <= 120 and ls.info["rounds"][-1]["calls_total"] == len(ls)
+    with Journal(task.journal_path) as j:
+        assert j.counts()["done"] == len(ls) + len(test_rows)  # the pool's rounds + the test set, nothing else
+    assert metrics["verdict"] and 0.0 < metrics["student"]["accuracy"] <= 1.0

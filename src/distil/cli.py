@@ -296,7 +296,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     metrics = run(
         _task(args.task), Path(args.inputs), Path(args.out), test=Path(args.test) if args.test else None,
         label_column=args.label_column, text_column=args.text_column, max_calls=args.max_calls,
-        max_cost=args.max_cost, valid=Path(args.valid) if args.valid else None, console=console,
+        max_cost=args.max_cost, valid=Path(args.valid) if args.valid else None, strategy=args.strategy,
+        console=console,
     )
     out.print(metrics.get("verdict", "") if metrics else "")
     return 0
@@ -418,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--max-calls", type=int)
     s.add_argument("--max-cost", type=float)
+    s.add_argument("--strategy", choices=["all", "random", "active"], default="all",
+                   help="active/random: label in rounds up to --max-calls (see distil label)")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("demo", help="the embedded default: CFPB complaints → product, end to end")

@@ -35,6 +35,7 @@ def run(
     max_cost: float | None = None,
     students: tuple[str, ...] | None = None,
     valid: Path | None = None,
+    strategy: str = "all",
     console: Any = None,
 ) -> dict[str, Any]:
     """Label ``inputs`` with the task's teacher, train the ladder on the answers, evaluate on ``test``.
@@ -43,6 +44,8 @@ def run(
     and ``out/eval/report.html``; returns the metrics (empty without a test file).  ``valid``: a
     gold-labeled file (``label_column``), disjoint from the teacher's own training data; the teacher
     answers it through the journal and the student is chosen by measured retention on it.
+    ``strategy``: ``all`` asks about every input; ``active``/``random`` label in rounds
+    (:func:`distil.active.label_active`) until ``max_calls`` is spent or agreement stops improving.
     """
     from distil.train import attach_router, train
 
@@ -59,10 +62,25 @@ def run(
         progress = _LabelDisplay(teacher.describe())
     journal = Journal(task.journal_path)
     try:
-        result = label(
-            task, texts, teacher=teacher, journal=journal, max_calls=max_calls, max_cost=max_cost,
-            progress=progress,
-        )
+        if strategy == "all":
+            result = label(
+                task, texts, teacher=teacher, journal=journal, max_calls=max_calls, max_cost=max_cost,
+                progress=progress,
+            )
+            result.labeled.info = {"strategy": "all"}
+        else:
+            from distil.active import label_active, round_student
+
+            extra: dict[str, Any] = {}
+            if strategy == "active":
+                name, make, embed = round_student("auto", list(dict.fromkeys(texts)))
+                extra = {"make_student": make, "embed": embed}
+            result = label_active(
+                task, texts, strategy=strategy, teacher=teacher, journal=journal, max_calls=max_calls,
+                max_cost=max_cost, progress=progress, **extra,
+            )
+            result.labeled.info = {"strategy": strategy, "rounds": [r.as_dict() for r in result.rounds],
+                                   "round_student": name if strategy == "active" else None}
     finally:
         if progress is not None:
             progress.close()
@@ -73,7 +91,7 @@ def run(
         f"teacher calls this run: {s.calls}, from journal: {s.from_journal}, failed: {s.failed}, "
         f"invalid: {s.invalid}, spent: ${s.spent:.4f}",
     )
-    if s.stopped in ("max_calls", "max_cost"):
+    if s.stopped == "max_cost" or (s.stopped == "max_calls" and strategy == "all"):
         raise BudgetExceeded(
             f"the budget stopped labeling with {s.skipped} inputs not asked",
             hint="rerun with a higher --max-calls/--max-cost; answers so far are in the journal",
