@@ -200,3 +200,18 @@ def test_distil_run_with_active_labeling_trains_on_the_rounds_answers_only(tmp_p
     with Journal(task.journal_path) as j:
         assert j.counts()["done"] == len(ls) + len(test_rows)  # the pool's rounds + the test set, nothing else
     assert metrics["verdict"] and 0.0 < metrics["student"]["accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_flat_held_out_agreement_stops_only_once_predictions_settle(tmp_path: Path) -> None:
+    texts, labels = _pool()
+    runs = {}
+    for name, stable_at in (("any", 0.0), ("never", 1.01)):
+        (tmp_path / name).mkdir()
+        task = _task(tmp_path / name, labels)
+        runs[name] = label_active(task, texts, max_calls=200, seed=0, patience=1, stable_at=stable_at)
+    early = runs["any"]
+    assert early.stats.calls < 200 and early.stats.stopped is None  # held-out agreement alone stopped it
+    assert runs["never"].stats.calls == 200 and runs["never"].stats.stopped == "max_calls"
+    assert all(r.stability is None or 0.0 <= r.stability <= 1.0 for r in runs["never"].rounds)
+    assert any(r.stability is not None for r in runs["never"].rounds)

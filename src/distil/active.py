@@ -54,6 +54,7 @@ class Round:
     labeled_total: int
     calls_total: int
     agreement: float | None = None
+    stability: float | None = None  # share of a fixed pool sample whose predicted label did not change
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -361,6 +362,7 @@ def label_active(
     round_size: int | None = None,
     patience: int = 3,
     min_gain: float = 0.002,
+    stable_at: float = 0.99,
     make_student: Callable[[int], Any] = _default_student,
     on_round: Callable[[Round, dict[str, np.ndarray]], None] | None = None,
     embed: Callable[[Sequence[str]], np.ndarray] | None = None,
@@ -370,8 +372,12 @@ def label_active(
 ) -> ActiveResult:
     """Label a pool in rounds (``active``: least-sure and diverse first; ``random``: the baseline).
 
-    Stops when ``max_calls`` is spent or held-out agreement has not improved by ``min_gain`` for
-    ``patience`` rounds.  Returns the teacher's answers only (held-out included, marked in ``heldout``).
+    Stops when ``max_calls`` is spent, or when held-out agreement has not improved by ``min_gain``
+    for ``patience`` rounds *and* the round student's predictions have settled: at least
+    ``stable_at`` of a fixed sample of the pool (up to 2,000 inputs) kept their predicted label
+    since the previous round.  The second condition costs no teacher calls and keeps a small,
+    noisy held-out sample from stopping the run while the student is still changing.
+    Returns the teacher's answers only (held-out included, marked in ``heldout``).
     ``on_round(round, answers)`` is called after every round with all teacher answers so far.
     ``embed(texts) -> unit vectors`` gives the space the seed and the within-round diversity are
     measured in (default :func:`cheap_embed`).  ``select`` orders the unlabeled inputs each round:
@@ -449,6 +455,8 @@ def label_active(
         ho_set = set(heldout)
 
         best, stale, r = -1.0, 0, 1
+        stop_texts = [pool[i] for i in sorted(rng.choice(n, size=min(n, 2000), replace=False).tolist())]
+        last_pred: np.ndarray | None = None
         fitted: tuple[int, Any] | None = None  # (size of the training set, student) from last round
         while not declined and total.stopped is None and total.calls + total.from_journal < budget:
             remaining = np.array([index[t] for t in pool if t not in asked], dtype=np.int64)
@@ -483,12 +491,17 @@ def label_active(
                 kind = "uncertain"
             ask([pool[i] for i in pick], kind)
             train_texts = [t for t in answered if t not in ho_set]
-            agreement = None
+            agreement = stability = None
             if len(ho_texts) and len({int(np.argmax(answered[t])) for t in train_texts}) >= 2:
                 student = _fit(make_student, seed, train_texts, answered, task)
                 fitted = (len(train_texts), student)
                 agreement = float(np.mean(student.predict_proba(ho_texts).argmax(1) == ho_probs.argmax(1)))
-            rounds.append(Round(r, kind, len(pick), len(answered), total.calls + total.from_journal, agreement))
+                pred = student.predict_proba(stop_texts).argmax(1)
+                if last_pred is not None:
+                    stability = float(np.mean(pred == last_pred))
+                last_pred = pred
+            rounds.append(Round(r, kind, len(pick), len(answered), total.calls + total.from_journal, agreement,
+                                stability))
             if on_round is not None:
                 on_round(rounds[-1], answered)
             log.info("round %d (%s): %d asked, agreement %s", r, kind, len(pick), agreement)
@@ -497,7 +510,7 @@ def label_active(
                     best, stale = agreement, 0
                 else:
                     stale += 1
-                    if stale >= patience:
+                    if stale >= patience and stability is not None and stability >= stable_at:
                         break
             r += 1
         if declined:

@@ -181,6 +181,8 @@ def cmd_label(args: argparse.Namespace) -> int:
                                "round_student": round_name}
         for r in rounds:
             agree = "" if r.agreement is None else f", held-out agreement {r.agreement:.3f}"
+            if r.stability is not None:
+                agree += f", predictions unchanged {r.stability:.1%}"
             console.print(f"round {r.round} ({r.kind}): asked {r.asked}, calls so far {r.calls_total}{agree}")
         console.print(f"{args.strategy} labeling used {stats.calls + stats.from_journal} teacher answers "
                       f"for a pool of {stats.total}; {stats.skipped} inputs were not sent to the teacher")
