@@ -242,6 +242,68 @@ class Student(ABC):
         return p
 
 
+class HeadStudent(Student):
+    """A head on fixed features: :meth:`features` once, then :func:`fit_head` with the KD loss.
+
+    Subclasses give ``features`` and the head's hyper-parameters as attributes; ``_prepare`` loads
+    what ``features`` needs before training (nothing by default).
+    """
+
+    head: str
+    hidden: int
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    temperature: float
+    alpha: float
+    patience: int
+    seed: int
+    head_: dict[str, np.ndarray]
+
+    def _prepare(self) -> None:
+        """Load what :meth:`features` needs before training; default nothing."""
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        probs: np.ndarray,
+        *,
+        labels: Sequence[str],
+        val_texts: Sequence[str] | None = None,
+        val_probs: np.ndarray | None = None,
+        hard: bool = False,
+    ) -> Self:
+        """Compute the features once, then train the head; early-stop on the validation texts if given."""
+        p = self._start_fit(texts, probs, labels)
+        self._prepare()
+        x = self.features(texts)
+        vx = self.features(val_texts) if val_texts is not None and len(val_texts) else None
+        self.head_ = fit_head(
+            x,
+            p,
+            head=self.head,
+            hidden=self.hidden,
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            hard=hard,
+            seed=self.seed,
+            val_x=vx,
+            val_probs=val_probs if vx is not None else None,
+            patience=self.patience,
+        )
+        return self
+
+    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Logits in numpy: head(features)."""
+        self._check_fitted()
+        return head_forward(self.head_, self.features(texts))
+
+
 def targets_for(probs: np.ndarray, hard: bool) -> np.ndarray:
     """The training targets: the teacher's probabilities, or one-hot argmax when ``hard``."""
     if not hard:

@@ -11,12 +11,12 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 
 from distil.errors import ArtifactError
-from distil.students.base import Student, fit_head, head_forward
+from distil.students.base import HeadStudent
 
 log = logging.getLogger("distil.students")
 
@@ -80,7 +80,7 @@ def base_size_bytes(base: str) -> int:
     return int(sum(f.stat().st_size for f in files))
 
 
-class EncoderStudent(Student):
+class EncoderStudent(HeadStudent):
     """Frozen sentence-encoder embeddings + a linear or MLP head."""
 
     name: ClassVar[str] = "encoder"
@@ -130,44 +130,6 @@ class EncoderStudent(Student):
             show_progress_bar=False,
         )
         return np.asarray(emb, dtype=np.float32)
-
-    def fit(
-        self,
-        texts: Sequence[str],
-        probs: np.ndarray,
-        *,
-        labels: Sequence[str],
-        val_texts: Sequence[str] | None = None,
-        val_probs: np.ndarray | None = None,
-        hard: bool = False,
-    ) -> Self:
-        """Embed once with the frozen encoder, then train the head with the KD loss."""
-        p = self._start_fit(texts, probs, labels)
-        x = self.features(texts)
-        vx = self.features(val_texts) if val_texts is not None and len(val_texts) else None
-        self.head_ = fit_head(
-            x,
-            p,
-            head=self.head,
-            hidden=self.hidden,
-            epochs=self.epochs,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            batch_size=self.batch_size,
-            temperature=self.temperature,
-            alpha=self.alpha,
-            hard=hard,
-            seed=self.seed,
-            val_x=vx,
-            val_probs=val_probs if vx is not None else None,
-            patience=self.patience,
-        )
-        return self
-
-    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Logits: head(encoder(texts))."""
-        self._check_fitted()
-        return head_forward(self.head_, self.features(texts))
 
     def _state(self) -> dict[str, np.ndarray]:
         return dict(self.head_)

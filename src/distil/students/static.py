@@ -18,12 +18,12 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 
 from distil.errors import ArtifactError
-from distil.students.base import Student, fit_head, head_forward
+from distil.students.base import HeadStudent
 from distil.students.ngram import _mean_rows
 
 log = logging.getLogger("distil.students")
@@ -79,7 +79,7 @@ def static_base_path(base: str, pca_dims: int = 256) -> Path:
     return target
 
 
-class StaticStudent(Student):
+class StaticStudent(HeadStudent):
     """model2vec static embeddings + a linear or MLP head (``head``), trained with the KD loss."""
 
     name: ClassVar[str] = "static"
@@ -154,45 +154,9 @@ class StaticStudent(Student):
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         return np.asarray(x / np.maximum(norm, 1e-12), dtype=np.float32)
 
-    # -- estimator ---------------------------------------------------------------------------------
-    def fit(
-        self,
-        texts: Sequence[str],
-        probs: np.ndarray,
-        *,
-        labels: Sequence[str],
-        val_texts: Sequence[str] | None = None,
-        val_probs: np.ndarray | None = None,
-        hard: bool = False,
-    ) -> Self:
-        """Embed with the static model (distilled/cached on first use), then train the head."""
-        p = self._start_fit(texts, probs, labels)
+    def _prepare(self) -> None:
+        """Load the static model (distilled and cached on first use)."""
         self._load_base(static_base_path(self.base, self.pca_dims))
-        x = self.features(texts)
-        vx = self.features(val_texts) if val_texts is not None and len(val_texts) else None
-        self.head_ = fit_head(
-            x,
-            p,
-            head=self.head,
-            hidden=self.hidden,
-            epochs=self.epochs,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            batch_size=self.batch_size,
-            temperature=self.temperature,
-            alpha=self.alpha,
-            hard=hard,
-            seed=self.seed,
-            val_x=vx,
-            val_probs=val_probs if vx is not None else None,
-            patience=self.patience,
-        )
-        return self
-
-    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Logits in numpy: head(features)."""
-        self._check_fitted()
-        return head_forward(self.head_, self.features(texts))
 
     # -- persistence ----------------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
