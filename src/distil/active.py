@@ -363,7 +363,8 @@ def label_active(
     patience: int = 3,
     min_gain: float = 0.002,
     stable_at: float = 0.99,
-    make_student: Callable[[int], Any] = _default_student,
+    make_student: Callable[[int], Any] | None = None,
+    round_model: str = "ngram",
     on_round: Callable[[Round, dict[str, np.ndarray]], None] | None = None,
     embed: Callable[[Sequence[str]], np.ndarray] | None = None,
     candidates: float = 1.0,
@@ -377,7 +378,10 @@ def label_active(
     ``stable_at`` of a fixed sample of the pool (up to 2,000 inputs) kept their predicted label
     since the previous round.  The second condition costs no teacher calls and keeps a small,
     noisy held-out sample from stopping the run while the student is still changing.
-    Returns the teacher's answers only (held-out included, marked in ``heldout``).
+    Returns the teacher's answers only (held-out included, marked in ``heldout``); the labeled set's
+    ``info`` holds the strategy, every round's numbers and the round student's name.
+    The round student is ``make_student(seed)`` when given, else :func:`round_student`
+    (``round_model``: ``auto``, ``static`` or ``ngram``), built only once the plan is confirmed.
     ``on_round(round, answers)`` is called after every round with all teacher answers so far.
     ``embed(texts) -> unit vectors`` gives the space the seed and the within-round diversity are
     measured in (default :func:`cheap_embed`).  ``select`` orders the unlabeled inputs each round:
@@ -444,7 +448,14 @@ def label_active(
             plan.estimate = teacher.estimate_cost(sample) * budget / len(sample)
             if not confirm(plan):
                 declined = True
-        emb = cheap_embed(pool, seed=seed) if embed is None else _unit(embed(pool))
+        round_name = "custom"
+        if make_student is None and not declined:
+            round_name, make_student, own_embed = round_student(round_model, pool)
+            embed = embed or own_embed
+        make = make_student or _default_student
+        emb = np.zeros((n, 1), dtype=np.float32)
+        if not declined:
+            emb = cheap_embed(pool, seed=seed) if embed is None else _unit(embed(pool))
         index = {t: i for i, t in enumerate(pool)}
         heldout = [pool[i] for i in rng.choice(n, size=heldout_size, replace=False)]
         if not declined:
@@ -476,7 +487,7 @@ def label_active(
                 if fitted is not None and fitted[0] == len(train_texts):
                     student = fitted[1]  # trained on exactly these answers at the end of last round
                 else:
-                    student = _fit(make_student, seed, train_texts, answered, task)
+                    student = _fit(make, seed, train_texts, answered, task)
                 q = student.predict_proba([pool[i] for i in remaining])
                 order = balanced_order(q) if select == "balanced" else np.argsort(margin(q), kind="stable")
                 cand = remaining[order[: max(int(candidates * size), size)]]
@@ -493,7 +504,7 @@ def label_active(
             train_texts = [t for t in answered if t not in ho_set]
             agreement = stability = None
             if len(ho_texts) and len({int(np.argmax(answered[t])) for t in train_texts}) >= 2:
-                student = _fit(make_student, seed, train_texts, answered, task)
+                student = _fit(make, seed, train_texts, answered, task)
                 fitted = (len(train_texts), student)
                 agreement = float(np.mean(student.predict_proba(ho_texts).argmax(1) == ho_probs.argmax(1)))
                 pred = student.predict_proba(stop_texts).argmax(1)
@@ -522,9 +533,9 @@ def label_active(
         texts_done = list(answered)
         probs = np.array([answered[t] for t in texts_done], dtype=np.float32).reshape(-1, k)
         labeled = LabeledSet(texts_done, probs, task.label_names, teacher=teacher.fingerprint())
+        labeled.info = {"strategy": strategy, "rounds": [x.as_dict() for x in rounds], "round_student": round_name}
         run_id = journal.start_run(teacher.fingerprint(), f"active:{strategy}", {"seed": seed})
-        journal.finish_run(run_id, {"strategy": strategy, "rounds": [x.as_dict() for x in rounds],
-                                    **total.as_dict()})
+        journal.finish_run(run_id, {**labeled.info, **total.as_dict()})
         return ActiveResult(stats=total, labeled=labeled, teacher=teacher.fingerprint(), rounds=rounds,
                             strategy=strategy, heldout=ho_texts)
     finally:

@@ -146,20 +146,14 @@ def cmd_label(args: argparse.Namespace) -> int:
 
     journal = Journal(task.journal_path)
     result: LabelResult
-    round_name: str | None = None
     try:
         if args.strategy != "all":
-            from distil.active import label_active, round_student
+            from distil.active import label_active
 
-            extra: dict[str, Any] = {}
-            if args.strategy == "active" and not args.dry_run:
-                round_name, make, embed = round_student(args.round_student, list(dict.fromkeys(texts)))
-                extra = {"make_student": make, "embed": embed}
-                console.print(f"round student: {round_name}")
             result = label_active(
                 task, texts, strategy=args.strategy, teacher=teacher, journal=journal,
                 max_calls=args.max_calls, max_cost=args.max_cost, progress=display, confirm=confirm,
-                seed=args.seed, **extra,
+                seed=args.seed, round_model=args.round_student,
             )
         else:
             result = label(
@@ -177,8 +171,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     export = None
     rounds = getattr(result, "rounds", None)
     if rounds is not None:
-        result.labeled.info = {"strategy": args.strategy, "rounds": [r.as_dict() for r in rounds],
-                               "round_student": round_name}
+        console.print(f"round student: {(result.labeled.info or {}).get('round_student')}")
         for r in rounds:
             agree = "" if r.agreement is None else f", held-out agreement {r.agreement:.3f}"
             if r.stability is not None:

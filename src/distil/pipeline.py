@@ -69,18 +69,12 @@ def run(
             )
             result.labeled.info = {"strategy": "all"}
         else:
-            from distil.active import label_active, round_student
+            from distil.active import label_active
 
-            extra: dict[str, Any] = {}
-            if strategy == "active":
-                name, make, embed = round_student("auto", list(dict.fromkeys(texts)))
-                extra = {"make_student": make, "embed": embed}
             result = label_active(
                 task, texts, strategy=strategy, teacher=teacher, journal=journal, max_calls=max_calls,
-                max_cost=max_cost, progress=progress, **extra,
+                max_cost=max_cost, progress=progress, round_model="auto",
             )
-            result.labeled.info = {"strategy": strategy, "rounds": [r.as_dict() for r in result.rounds],
-                                   "round_student": name if strategy == "active" else None}
     finally:
         if progress is not None:
             progress.close()
