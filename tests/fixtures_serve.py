@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-LABELS = ["card", "transfer", "cash", "other"]
+from teacher_fns import LABELS, keyword
+
+__all__ = ["LABELS", "keyword"]  # re-exported: tasks name them as fixtures_serve:keyword
 
 _TEMPLATES = {
     "card": [
@@ -73,23 +75,6 @@ def make_texts(n: int, seed: int = 0) -> list[str]:
             text = rng.choice(["hi, ", "hello, ", "please help: ", "urgent: "]) + text
         out[text] = None
     return list(out)
-
-
-_RULES = [("card", "card"), ("transfer", "transfer"), ("cash", "cash"), ("atm", "cash")]
-
-
-def keyword(texts: list[str]) -> list[dict[str, float]]:
-    """Soft keyword vote: each matching rule adds weight; 'other' keeps a floor."""
-    out = []
-    for t in texts:
-        low = t.lower()
-        scores = dict.fromkeys(LABELS, 0.0)
-        scores["other"] = 0.5
-        for word, lab in _RULES:
-            if word in low:
-                scores[lab] += 2.0
-        out.append(scores)
-    return out
 
 
 def down(texts: list[str]) -> list[str]:
@@ -191,6 +176,23 @@ def _centroid_cls() -> Any:
             self.table_ = self._table()
 
     return CentroidStudent
+
+
+def centroid_router() -> Any:
+    """A router on a centroid student: trained on 500 texts, threshold and OOD guard fitted on 300 more."""
+    import numpy as np
+
+    from distil.route import OODDetector, Router, RouterConfig, calibrate_threshold
+
+    texts = make_texts(800, seed=0)
+    probs = teacher_probs(texts)
+    st = centroid_student(texts[:500], probs[:500], LABELS)
+    held = texts[500:]
+    det = OODDetector(k=5).fit(st.features(texts[:500]), st.features(held))
+    proba = st.predict_proba(held)
+    conf = np.where(det.predict(st.features(held)), -np.inf, proba.max(1))
+    th = calibrate_threshold(conf, proba.argmax(1) == probs[500:].argmax(1), target=0.95)
+    return Router(st, RouterConfig(member="centroid", labels=LABELS, threshold=th, ood=det.params()), det)
 
 
 def teacher_probs(texts: list[str]) -> Any:

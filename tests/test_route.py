@@ -17,7 +17,6 @@ from distil.errors import ArtifactError, ConfigError, DataError
 from distil.route import (
     OODDetector,
     Router,
-    RouterConfig,
     RoutingWarning,
     Threshold,
     calibrate_threshold,
@@ -238,16 +237,8 @@ def test_roc_auc_matches_sklearn_with_ties() -> None:
 
 @pytest.fixture(scope="module")
 def centroid_router() -> Router:
-    texts = fx.make_texts(800, seed=0)
-    probs = fx.teacher_probs(texts)
-    st = fx.centroid_student(texts[:500], probs[:500], fx.LABELS)
-    held = texts[500:]
-    det = OODDetector(k=5).fit(st.features(texts[:500]), st.features(held))
-    proba = st.predict_proba(held)
-    conf = np.where(det.predict(st.features(held)), -np.inf, proba.max(1))
-    th = calibrate_threshold(conf, proba.argmax(1) == probs[500:].argmax(1), target=0.95)
-    cfg = RouterConfig(member="centroid", labels=fx.LABELS, threshold=th, ood=det.params())
-    return Router(st, cfg, det)
+    router: Router = fx.centroid_router()
+    return router
 
 
 def test_router_sends_unfamiliar_and_unsure_inputs_to_the_teacher(centroid_router: Router) -> None:

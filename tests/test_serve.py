@@ -17,13 +17,12 @@ from typing import Any
 
 import fixtures_serve as fx
 import httpx
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from distil.journal import Journal
 from distil.label import labeled_set
-from distil.route import Decision, OODDetector, Router, RouterConfig, calibrate_threshold, fit_router
+from distil.route import Decision, Router, fit_router
 from distil.serve import CircuitBreaker, MicroBatcher, create_app
 from distil.task import Task
 
@@ -32,16 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def router() -> Router:
-    texts = fx.make_texts(800, seed=0)
-    probs = fx.teacher_probs(texts)
-    st = fx.centroid_student(texts[:500], probs[:500], fx.LABELS)
-    held = texts[500:]
-    det = OODDetector(k=5).fit(st.features(texts[:500]), st.features(held))
-    proba = st.predict_proba(held)
-    conf = np.where(det.predict(st.features(held)), -np.inf, proba.max(1))
-    th = calibrate_threshold(conf, proba.argmax(1) == probs[500:].argmax(1), target=0.95)
-    assert math.isfinite(th.value)
-    return Router(st, RouterConfig(member="centroid", labels=fx.LABELS, threshold=th, ood=det.params()), det)
+    r: Router = fx.centroid_router()
+    assert math.isfinite(r.config.threshold.value)
+    return r
 
 
 def _client(router: Router, tmp_path: Path, fn: str = "keyword", **kw: Any) -> TestClient:
