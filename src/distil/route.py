@@ -359,6 +359,20 @@ def _ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
     return cov, shrink
 
 
+#: How a user refits the router: distil train writes router.json and ood.npz after training.
+REFIT_HINT = (
+    "retrain with distil train (it refits the router), or call distil.route.fit_router(artifact_dir, texts)"
+)
+
+
+def _check_dims(x: np.ndarray, fitted: int) -> None:
+    if x.shape[1] != fitted:
+        raise DataError(
+            f"OOD detector: features have {x.shape[1]} dimensions, the detector was fitted on {fitted}",
+            hint=REFIT_HINT,
+        )
+
+
 @dataclass
 class OODDetector:
     """Out-of-distribution score on a student's features; high score = unlike the training data.
@@ -449,12 +463,7 @@ class OODDetector:
         x = _normalise(features)
         if self.method == "knn":
             ref = self._need(self.reference_, "reference_")
-            if x.shape[1] != ref.shape[1]:
-                raise DataError(
-                    f"OOD detector: features have {x.shape[1]} dimensions, the detector was fitted on "
-                    f"{ref.shape[1]}",
-                    hint="refit the router (distil route fit) after retraining the student",
-                )
+            _check_dims(x, ref.shape[1])
             k = min(self.k, ref.shape[0])
             out = np.empty(x.shape[0], dtype=np.float32)
             for i in range(0, x.shape[0], chunk):
@@ -465,12 +474,7 @@ class OODDetector:
             return out
         whiten = self._need(self.whiten_, "whiten_")
         means = self._need(self.means_, "means_")
-        if x.shape[1] != whiten.shape[0]:
-            raise DataError(
-                f"OOD detector: features have {x.shape[1]} dimensions, the detector was fitted on "
-                f"{whiten.shape[0]}",
-                hint="refit the router after retraining the student",
-            )
+        _check_dims(x, whiten.shape[0])
         out = np.empty(x.shape[0], dtype=np.float32)
         m2 = (means**2).sum(axis=1)
         for i in range(0, x.shape[0], chunk):
@@ -522,7 +526,7 @@ class OODDetector:
         if not p.exists():
             raise ArtifactError(
                 f"{p}: missing (router.json names an OOD detector)",
-                hint="refit the router: distil.route.fit_router(artifact_dir, train_texts)",
+                hint=REFIT_HINT,
             )
         det = cls(
             method=params["method"], k=int(params["k"]), quantile=float(params["quantile"]),
@@ -535,13 +539,13 @@ class OODDetector:
                 det.whiten_ = z["whiten"].astype(np.float32) if "whiten" in z else None
                 det.means_ = z["means"].astype(np.float32) if "means" in z else None
         except (OSError, ValueError, KeyError) as exc:
-            raise ArtifactError(f"{p}: not a readable OOD file ({exc})", hint="refit the router") from None
+            raise ArtifactError(f"{p}: not a readable OOD file ({exc})", hint=REFIT_HINT) from None
         det.shrinkage_ = params.get("shrinkage")
         det.n_fit_ = int(params.get("n_fit", 0))
         det.heldout_flag_rate_ = float(params.get("heldout_flag_rate", math.nan))
         needed = det.reference_ if det.method == "knn" else det.whiten_
         if needed is None:
-            raise ArtifactError(f"{p}: has no arrays for method {det.method!r}", hint="refit the router")
+            raise ArtifactError(f"{p}: has no arrays for method {det.method!r}", hint=REFIT_HINT)
         return det
 
 
@@ -616,7 +620,7 @@ class RouterConfig:
             raise ArtifactError(
                 f"{source}: router format {version} is newer than this distil understands "
                 f"({ROUTER_FORMAT_VERSION})",
-                hint="upgrade distil, or refit the router",
+                hint="upgrade distil, or " + REFIT_HINT,
             )
         try:
             return cls(
@@ -627,7 +631,7 @@ class RouterConfig:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(
-                f"{source}: not a valid router file ({exc!r})", hint="refit the router"
+                f"{source}: not a valid router file ({exc!r})", hint=REFIT_HINT
             ) from None
 
     def save(self, folder: str | Path) -> Path:
@@ -649,7 +653,7 @@ class RouterConfig:
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{p}: not valid JSON ({exc})", hint="refit the router") from None
+            raise ArtifactError(f"{p}: not valid JSON ({exc})", hint=REFIT_HINT) from None
         return cls.from_dict(data, source=str(p))
 
 
@@ -788,7 +792,7 @@ class Router:
                 raise ArtifactError(
                     f"{art.path / ROUTER_FILE}: routes member {cfg.member!r}, which the artifact does not "
                     f"hold (it has {art.members()})",
-                    hint="refit the router after retraining",
+                    hint=REFIT_HINT,
                 )
             student = art.student(cfg.member)
             ood = OODDetector.load(art.path, cfg.ood) if cfg.ood else None
@@ -810,7 +814,7 @@ class Router:
         if list(student.classes_) != list(cfg.labels):
             raise ArtifactError(
                 f"{art.path / ROUTER_FILE}: label order differs from the student's",
-                hint="refit the router after retraining",
+                hint=REFIT_HINT,
             )
         router = cls(student, cfg, ood)
         recalibrate = threshold is not None or not has_router or (
