@@ -302,29 +302,26 @@ def _ladder_table(metrics: Mapping[str, Any]) -> str:
         "ECE", "ms / pred", "preds / s", "size MB", "$ / 1M"]
     rows = []
     t = metrics.get("teacher") or {}
+    def cells(m: Mapping[str, Any], first: list[str], size_digits: int) -> str:
+        out = list(first)
+        if gold:
+            out += [f"<td>{_pct(m.get('accuracy'))}</td>", f"<td>{_pct(m.get('macro_f1'))}</td>"]
+        out += [
+            f"<td>{_num(m.get('ece'), 3)}</td>", f"<td>{_num(m.get('ms_per_pred'), 3)}</td>",
+            f"<td>{_num(m.get('preds_per_s'), 0)}</td>", f"<td>{_num(m.get('size_mb'), size_digits)}</td>",
+            f"<td>{_money(m.get('cost_per_1m'))}</td>",
+        ]
+        return "".join(out)
+
     for m in metrics.get("ladder") or []:
-        cells = [
+        first = [
             f'<td class="l">{_e(m.get("name"))}{" ★" if m.get("chosen") else ""}</td>',
             f"<td>{'—' if m.get('soft') is None else ('yes' if m.get('soft') else 'no')}</td>",
             f"<td>{_pct(m.get('agreement'))}</td>",
         ]
-        if gold:
-            cells += [f"<td>{_pct(m.get('accuracy'))}</td>", f"<td>{_pct(m.get('macro_f1'))}</td>"]
-        cells += [
-            f"<td>{_num(m.get('ece'), 3)}</td>", f"<td>{_num(m.get('ms_per_pred'), 3)}</td>",
-            f"<td>{_num(m.get('preds_per_s'), 0)}</td>", f"<td>{_num(m.get('size_mb'), 2)}</td>",
-            f"<td>{_money(m.get('cost_per_1m'))}</td>",
-        ]
-        rows.append(f'<tr class="{"chosen" if m.get("chosen") else ""}">{"".join(cells)}</tr>')
-    tcells = [f'<td class="l">teacher ({_e(t.get("kind"))})</td>', "<td>—</td>", "<td>100.0%</td>"]
-    if gold:
-        tcells += [f"<td>{_pct(t.get('accuracy'))}</td>", f"<td>{_pct(t.get('macro_f1'))}</td>"]
-    tcells += [
-        f"<td>{_num(t.get('ece'), 3)}</td>", f"<td>{_num(t.get('ms_per_pred'), 3)}</td>",
-        f"<td>{_num(t.get('preds_per_s'), 0)}</td>", f"<td>{_num(t.get('size_mb'), 1)}</td>",
-        f"<td>{_money(t.get('cost_per_1m'))}</td>",
-    ]
-    rows.append(f"<tr>{''.join(tcells)}</tr>")
+        rows.append(f'<tr class="{"chosen" if m.get("chosen") else ""}">{cells(m, first, 2)}</tr>')
+    first = [f'<td class="l">teacher ({_e(t.get("kind"))})</td>', "<td>—</td>", "<td>100.0%</td>"]
+    rows.append(f"<tr>{cells(t, first, 1)}</tr>")
     ths = "".join(f'<th class="{"l" if i == 0 else ""}">{_e(h)}</th>' for i, h in enumerate(head))
     return f"<table><tr>{ths}</tr>{''.join(rows)}</table>"
 
