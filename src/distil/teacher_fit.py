@@ -23,6 +23,7 @@ import numpy as np
 
 from distil.data import extract_texts, read_table, require_columns
 from distil.errors import ConfigError, DataError, require
+from distil.progress import step
 from distil.task import LocalTeacherSpec, Task
 from distil.teachers.local import Encoder, Head, softmax
 
@@ -243,7 +244,8 @@ def fit_head(
         log.warning("%s", w)
 
     encoder = Encoder(spec.model, max_seq_length=spec.max_seq_length, batch_size=spec.batch_size)
-    X = encoder.encode(texts, normalize=True, progress=progress).astype(np.float64)
+    with step(f"embedding {len(texts)} gold texts with {spec.model} (max {spec.max_seq_length} tokens)"):
+        X = encoder.encode(texts, normalize=True, progress=progress).astype(np.float64)
 
     rng = np.random.default_rng(seed)
     accuracy: float | None = None
@@ -260,16 +262,16 @@ def fit_head(
     # log loss (a proper scoring rule: rewards calibrated probabilities, not only the argmax).
     val_scores: dict[float, float] = {}
     best_C = 10.0
-    if len(val_idx) and len(np.unique(y[fit_idx])) >= 2:
-        for C in C_GRID:
-            clf = _fit_lr(X[fit_idx], y[fit_idx], C, seed)
-            val_scores[C] = _log_loss(clf, X[val_idx], y[val_idx], len(labels))
-        best_C = min(val_scores, key=lambda c: (val_scores[c], c))
-    if len(test_idx) and len(np.unique(y[train_idx])) >= 2:
-        clf = _fit_lr(X[train_idx], y[train_idx], best_C, seed)
-        accuracy = float((clf.predict(X[test_idx]) == y[test_idx]).mean())
-
-    clf = _fit_lr(X, y, best_C, seed)
+    with step(f"fitting the logistic head ({len(C_GRID)} values of C, then held-out accuracy, then all rows)"):
+        if len(val_idx) and len(np.unique(y[fit_idx])) >= 2:
+            for C in C_GRID:
+                clf = _fit_lr(X[fit_idx], y[fit_idx], C, seed)
+                val_scores[C] = _log_loss(clf, X[val_idx], y[val_idx], len(labels))
+            best_C = min(val_scores, key=lambda c: (val_scores[c], c))
+        if len(test_idx) and len(np.unique(y[train_idx])) >= 2:
+            clf = _fit_lr(X[train_idx], y[train_idx], best_C, seed)
+            accuracy = float((clf.predict(X[test_idx]) == y[test_idx]).mean())
+        clf = _fit_lr(X, y, best_C, seed)
     W, b = _to_head_weights(clf, len(labels))
     if out is not None:
         out_dir = Path(out) if Path(out).is_absolute() else Path.cwd() / out

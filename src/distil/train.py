@@ -26,6 +26,7 @@ from distil.artifact import FORMAT_VERSION
 from distil.calibrate import ece, fit_temperature
 from distil.data import LabeledSet, write_labeled
 from distil.errors import DataError, MissingExtra
+from distil.progress import step
 from distil.students.base import LADDER, Student, student_class
 
 if TYPE_CHECKING:
@@ -241,7 +242,6 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     ladder: list[dict[str, Any]] = []
     for n, name in enumerate(students, 1):
-        say(f"training {name} ({n}/{len(students)}) on {len(texts)} texts")
         kwargs = dict((params or {}).get(name, {}))
         kwargs.setdefault("seed", seed)
         if name == "finetune":
@@ -250,9 +250,10 @@ def train(
         try:
             student = student_class(name)(**kwargs)
             t0 = time.perf_counter()
-            student.fit(
-                texts, probs, labels=labeled.labels, val_texts=val_texts, val_probs=val_probs, hard=hard
-            )
+            with step(f"training the {name} student ({n}/{len(students)}) on {len(texts)} texts"):
+                student.fit(
+                    texts, probs, labels=labeled.labels, val_texts=val_texts, val_probs=val_probs, hard=hard
+                )
             train_s = time.perf_counter() - t0
         except MissingExtra as exc:
             msg = f"skipped the {name} student: {exc}"

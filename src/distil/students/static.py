@@ -68,8 +68,10 @@ def static_base_path(base: str, pca_dims: int = 256) -> Path:
         from distil.errors import MissingExtra
 
         raise MissingExtra("model2vec[distill] (skeletoken)", "train") from exc
-    log.info("distilling static embeddings from %s (pca_dims=%d); cached in %s", src, pca_dims, target)
-    model = distill(model_name=str(src), pca_dims=pca_dims)
+    from distil.progress import step
+
+    with step(f"distilling static embeddings from {src.name} (once; cached in {target})"):
+        model = distill(model_name=str(src), pca_dims=pca_dims)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         model.save_pretrained(Path(tmp) / "m")

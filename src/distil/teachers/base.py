@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from distil.progress import note
 from distil.task import canonical_json
 
 Status = Literal["done", "failed", "invalid"]
@@ -135,7 +136,9 @@ def retry_call(fn: Callable[[], T], policy: RetryPolicy) -> tuple[T, int]:
         except RetryableError as exc:
             if attempt >= policy.max_retries:
                 raise
-            policy.sleep(policy.delay(attempt, exc.retry_after))
+            wait = policy.delay(attempt, exc.retry_after)
+            note("teacher call failed (%s); retry %d of %d in %.1f s", exc, attempt + 1, policy.max_retries, wait)
+            policy.sleep(wait)
             attempt += 1
 
 
