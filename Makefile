@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-llm demo test test-fast lint bench clean
+.PHONY: install install-llm demo test test-fast lint bench clean constraints
 
 $(VENV)/.installed: pyproject.toml constraints.txt weights.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,3 +51,12 @@ lint: install
 
 clean:
 	rm -rf runs .distil .pytest_cache .mypy_cache .ruff_cache
+
+# Regenerate constraints.txt from what is really installed in the venv (after `make install-llm`).
+constraints: install-llm
+	{ echo "# The closure the test suite was run with: make constraints (pip freeze of .venv after make install-llm)."; \
+	  echo "# torch stays the CPU build (installed first); llama-cpp-python is built locally by scripts/llama_wheel.sh."; \
+	  $(PIP) freeze --exclude-editable | grep -v '^#' \
+	    | sed -e 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' \
+	          -e 's/^llama.cpp.python @ .*/llama-cpp-python==$(LLAMA_VERSION)/'; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt

@@ -12,6 +12,7 @@
 # that fails its zip check is deleted and rebuilt, never reused.
 #
 # Usage: scripts/llama_wheel.sh PYTHON VERSION CACHE_DIR   (prints the wheel's path on stdout)
+# With LLAMA_WHEEL_DRY_RUN=1 it says what it would do ("build DIR" or the cached wheel) and builds nothing.
 set -euo pipefail
 PY=${1:?python}; VERSION=${2:?version}; CACHE=${3:?cache dir}
 
@@ -43,6 +44,10 @@ WHEEL=$(find_wheel || true)
 if [ -n "$WHEEL" ] && ! "$PY" -m zipfile -t "$WHEEL" >/dev/null 2>&1; then
   echo "the cached wheel $WHEEL is corrupt: rebuilding it" >&2
   rm -f "$WHEEL"; WHEEL=""
+fi
+if [ -n "${LLAMA_WHEEL_DRY_RUN:-}" ]; then
+  if [ -n "$WHEEL" ]; then echo "$WHEEL"; else echo "build $DIR"; fi
+  exit 0
 fi
 if [ -z "$WHEEL" ]; then
   echo "building llama-cpp-python $VERSION portably ($BASELINE; 10-18 min on 2 cores) into $DIR" >&2

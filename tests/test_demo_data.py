@@ -69,7 +69,8 @@ def test_prepare_from_a_wheel_is_deterministic_and_disjoint(tmp_path: Path) -> N
     assert {r["product"] for r in gold} <= set(task.label_names)
     assert task.teacher is not None and task.teacher.kind == "local"
     assert task.teacher.head == ".distil/teacher_head"  # type: ignore[union-attr]
-    assert task.input.max_chars == 1500
+    assert task.input.max_chars == 400
+    assert task.teacher.max_seq_length == 64  # type: ignore[union-attr]
     assert "left out of sampling: empty narrative 1" in a.summary()
 
 

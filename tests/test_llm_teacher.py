@@ -67,6 +67,19 @@ def check_probs(probs: list[float] | None, k: int) -> None:
     assert math.isclose(sum(probs), 1.0, abs_tol=1e-6)
 
 
+def test_the_llm_server_completes_a_chat_request(llm_server: LlmServer) -> None:
+    """The portable llama.cpp build answers a real completion on this CPU (a native one may crash here)."""
+    import httpx
+
+    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 4}
+    r = httpx.post(f"{llm_server.base_url}/chat/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    reply = r.json()
+    assert reply["choices"][0]["message"]["content"] is not None
+    assert reply["usage"]["completion_tokens"] >= 1
+    llm_server.check_alive()
+
+
 def test_logprobs_teacher_against_llama_cpp(llm_server: LlmServer, tmp_path: Path) -> None:
     task = make_task(llm_server, tmp_path)
     assert task.teacher is not None and task.teacher.kind == "openai"

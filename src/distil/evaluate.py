@@ -40,6 +40,7 @@ import numpy as np
 
 from distil.cost import cpu_cost_per_1m, load_prices, lookup_price, token_cost_per_1m
 from distil.data import extract_texts, read_table, require_columns
+from distil.embcache import caching
 from distil.errors import ArtifactError, ConfigError, DataError
 from distil.progress import step
 from distil.task import InputSpec, Task
@@ -355,6 +356,18 @@ def time_predictor(
     """
     if not texts:
         raise DataError("cannot time a predictor on zero texts")
+    with caching(False):  # a timed prediction computes everything it would compute when served
+        return _time_predictor(fn, texts, single_calls, batch_size, budget_s, measure_memory)
+
+
+def _time_predictor(
+    fn: Callable[[Sequence[str]], Any],
+    texts: Sequence[str],
+    single_calls: int,
+    batch_size: int,
+    budget_s: float,
+    measure_memory: bool,
+) -> Timing:
     pool = list(texts)
     for i in range(2):
         fn([pool[i % len(pool)]])
@@ -782,7 +795,7 @@ def evaluate(
         perm = _align_columns(list(student.classes_), labels, f"{art.path}/ladder/{name}")
         if perm is None:
             perm = art_perm if art_perm is not None and list(student.classes_) == list(art.labels) else None
-        with step(f"the {name} student's answers for {len(ts.uniques)} test texts"):
+        with step(f"the {name} student's answers for {len(ts.uniques)} test texts"), caching():
             uniq_probs = np.asarray(student.predict_proba(ts.uniques), dtype=np.float64)
         if perm is not None:
             uniq_probs = uniq_probs[:, perm]

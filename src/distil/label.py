@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from distil.data import LabeledSet
+from distil.embcache import caching
 from distil.errors import ConfigError, DataError, TeacherError
 from distil.journal import Journal, Row, call_key
 from distil.task import Task
@@ -179,7 +180,8 @@ def _label(
                 break
         bkeys = [keys[t] for t in batch]
         journal.mark_pending(zip(bkeys, [fp] * len(batch), batch, strict=True), source=source)
-        answers = teacher.predict_batch(batch)
+        with caching():  # a local encoder reuses embeddings it made before (e.g. for another head)
+            answers = teacher.predict_batch(batch)
         if len(answers) != len(batch):
             raise TeacherError(
                 f"teacher {teacher.describe()} returned {len(answers)} answers for {len(batch)} texts"

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def _say(console: Any, msg: str) -> None:
     if console is not None:
-        console.print(msg)
+        console.print(msg, markup=False)
     else:
         log.info(msg)
 

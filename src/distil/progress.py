@@ -33,10 +33,9 @@ class Timings:
         return time.perf_counter() - self.started
 
     def table(self) -> str:
-        """A plain-text table: one step a line, then the total."""
-        width = max([len(name) for name, _ in self.steps] + [5])
-        lines = [f"{name:<{width}}  {secs:8.1f} s" for name, secs in self.steps]
-        lines.append(f"{'total':<{width}}  {self.total():8.1f} s")
+        """A plain-text table: seconds, then the step, one a line; the total last."""
+        lines = [f"{secs:8.1f} s  {name}" for name, secs in self.steps]
+        lines.append(f"{self.total():8.1f} s  total")
         return "\n".join(lines)
 
 

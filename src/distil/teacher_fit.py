@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from distil.data import extract_texts, read_table, require_columns
+from distil.embcache import caching
 from distil.errors import ConfigError, DataError, require
 from distil.progress import step
 from distil.task import LocalTeacherSpec, Task
@@ -244,7 +245,7 @@ def fit_head(
         log.warning("%s", w)
 
     encoder = Encoder(spec.model, max_seq_length=spec.max_seq_length, batch_size=spec.batch_size)
-    with step(f"embedding {len(texts)} gold texts with {spec.model} (max {spec.max_seq_length} tokens)"):
+    with step(f"embedding {len(texts)} gold texts with {spec.model} (max {spec.max_seq_length} tokens)"), caching():
         X = encoder.encode(texts, normalize=True, progress=progress).astype(np.float64)
 
     rng = np.random.default_rng(seed)

@@ -20,25 +20,10 @@ from distil.students.base import HeadStudent
 
 log = logging.getLogger("distil.students")
 
-_ENCODERS: dict[tuple[str, int], Any] = {}
 
 
 class TruncationWarning(UserWarning):
     """Some texts were longer than the encoder takes and were cut."""
-
-
-def load_encoder(base: str, max_seq_length: int) -> Any:
-    """A cached ``SentenceTransformer`` for ``base`` on CPU (one per process and length)."""
-    key = (base, max_seq_length)
-    if key not in _ENCODERS:
-        from distil.errors import require
-        from distil.models import model_path
-
-        st: Any = require("sentence_transformers", "local")
-        model = st.SentenceTransformer(str(model_path(base)), device="cpu")
-        model.max_seq_length = max_seq_length
-        _ENCODERS[key] = model
-    return _ENCODERS[key]
 
 
 def embedding_dim(model: Any) -> int:
@@ -118,18 +103,14 @@ class EncoderStudent(HeadStudent):
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised sentence embeddings, (n, d) float32 (long texts truncated with a warning)."""
-        model = load_encoder(self.base, self.max_seq_length)
+        from distil.teachers.local import Encoder
+
+        encoder = Encoder(self.base, max_seq_length=self.max_seq_length, batch_size=self.encode_batch_size)
+        model = encoder.load()
         if not len(texts):
             return np.zeros((0, embedding_dim(model)), dtype=np.float32)
         warn_truncated(model.tokenizer, texts, self.max_seq_length, "encoder student")
-        emb = model.encode(
-            list(texts),
-            batch_size=self.encode_batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(emb, dtype=np.float32)
+        return encoder.encode(texts, normalize=True)
 
     def _state(self) -> dict[str, np.ndarray]:
         return dict(self.head_)

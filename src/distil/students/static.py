@@ -70,7 +70,7 @@ def static_base_path(base: str, pca_dims: int = 256) -> Path:
         raise MissingExtra("model2vec[distill] (skeletoken)", "train") from exc
     from distil.progress import step
 
-    with step(f"distilling static embeddings from {src.name} (once; cached in {target})"):
+    with step(f"distilling static embeddings from {base} (once; cached in {target})"):
         model = distill(model_name=str(src), pca_dims=pca_dims)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:

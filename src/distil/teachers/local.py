@@ -35,6 +35,7 @@ import numpy as np
 
 from distil.errors import ConfigError, require
 from distil.models import file_sha256
+from distil.progress import note
 from distil.teachers.base import Answer, Teacher
 
 if TYPE_CHECKING:
@@ -168,11 +169,36 @@ class Encoder:
     ) -> np.ndarray:
         """Embeddings of ``texts`` as a float32 array (n, dim); rows L2-normalised if ``normalize``.
 
-        ``progress(done, total)`` is called after each chunk of ``chunk`` texts.
+        ``progress(done, total)`` is called after each chunk of ``chunk`` texts.  Where the
+        embedding cache is on (:func:`distil.embcache.caching`), texts this encoder configuration
+        has embedded before are read from it and only the others are computed.
         """
+        from distil import embcache
+
+        def compute(xs: list[str]) -> np.ndarray:
+            return self._encode(xs, normalize=normalize, progress=progress, chunk=chunk)
+
+        if embcache.active():
+            return embcache.encode_cached(texts, self.cache_config(normalize), compute)
+        return compute(list(texts))
+
+    def cache_config(self, normalize: bool) -> str:
+        """The embedding-cache name of this configuration (model, fingerprint, length, normalisation)."""
+        norm = "norm" if normalize else "raw"
+        return f"{Path(self.model).name}-{self.fingerprint()}-len{self.max_seq_length}-{norm}"
+
+    def _encode(
+        self,
+        texts: Sequence[str],
+        *,
+        normalize: bool,
+        progress: Callable[[int, int], None] | None,
+        chunk: int,
+    ) -> np.ndarray:
         model = self.load()
         out: list[np.ndarray] = []
         total = len(texts)
+        t0 = time.perf_counter()
         with _ENCODE_LOCK:
             # The model object is shared in the process: set our length for the duration of the call.
             previous = model.max_seq_length
@@ -188,8 +214,12 @@ class Encoder:
                         show_progress_bar=False,
                     )
                     out.append(np.asarray(emb, dtype=np.float32).reshape(len(part), -1))
+                    done = min(start + chunk, total)
                     if progress is not None:
-                        progress(min(start + chunk, total), total)
+                        progress(done, total)
+                    if total > chunk:
+                        rate = done / max(time.perf_counter() - t0, 1e-9)
+                        note("    embedded %d/%d texts with %s (%.1f texts/s)", done, total, self.model, rate)
             finally:
                 model.max_seq_length = previous
         if not out:
