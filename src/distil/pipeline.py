@@ -111,9 +111,8 @@ def run(
     }
     if students:
         kwargs["students"] = students
-    say = (lambda m: console.print(f"[dim]{m}[/]")) if console is not None else None
-    with step("training the student ladder"):
-        trained = train(result.labeled, out / "students", progress=say, **kwargs)
+    with step("training the student ladder"):  # each member's steps are progress lines of their own
+        trained = train(result.labeled, out / "students", **kwargs)
     with step("fitting the serving router (threshold + OOD guard)"):
         trained.router = attach_router(trained.out, result.labeled, task.targets.min_retention)
     _say(console, trained.summary())

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from distil.artifact import FORMAT_VERSION
+from distil.artifact import FORMAT_VERSION, write_train_hashes
 from distil.calibrate import ece, fit_temperature
 from distil.data import LabeledSet, write_labeled
 from distil.embcache import caching
@@ -124,6 +124,16 @@ def _measure_latency(student: Student, texts: Sequence[str], calls: int) -> tupl
         student.predict_proba(batch)
         best = min(best, time.perf_counter() - t0)
     return ms, 256.0 / max(best, 1e-9)
+
+
+def _time_member(student: Student, texts: Sequence[str]) -> tuple[float, float]:
+    """measure_latency with one torch thread for torch students (CPU time on one core, no spin-wait)."""
+    if not student.needs_torch:
+        return measure_latency(student, texts, calls=30)
+    from distil.students.base import torch_threads
+
+    with torch_threads(1):
+        return measure_latency(student, texts, calls=10)
 
 
 def _check_data(labeled: LabeledSet, warnings: list[str]) -> LabeledSet:
@@ -253,6 +263,7 @@ def train(
         if name == "finetune":
             kwargs.setdefault("checkpoint_dir", str(out / ".checkpoints" / "finetune"))
             kwargs.setdefault("resume", resume)
+        say(f"training {name} ({n}/{len(students)}) on {len(texts)} texts")
         try:
             student = student_class(name)(**kwargs)
             t0 = time.perf_counter()
@@ -267,7 +278,7 @@ def train(
             log.warning(msg)
             continue
         say(f"calibrating and timing {name}")
-        with caching():
+        with step(f"the {name} student's answers for {len(val_texts)} held-out texts"), caching():
             logits = student.predict_logits(val_texts)
         agreement = float(np.mean(logits.argmax(axis=1) == val_hard))
         temp = fit_temperature(logits, val_probs)
@@ -276,13 +287,8 @@ def train(
 
         ece_before = ece(softmax(logits), val_hard)
         ece_after = ece(softmax(logits / temp), val_hard)
-        if student.needs_torch:  # one thread: CPU time per prediction on one core, no spin-wait inflation
-            from distil.students.base import torch_threads
-
-            with torch_threads(1):
-                ms, pps = measure_latency(student, val_texts, calls=10)
-        else:
-            ms, pps = measure_latency(student, val_texts, calls=30)
+        with step(f"timing the {name} student"):
+            ms, pps = _time_member(student, val_texts)
         folder = out / "ladder" / name
         if folder.exists():
             shutil.rmtree(folder)
@@ -371,6 +377,7 @@ def train(
     (out / "labels.json").write_text(json.dumps(labeled.labels, indent=2), encoding="utf-8")
     (out / "ladder.json").write_text(json.dumps(ladder, indent=2), encoding="utf-8")
     write_labeled(heldout, out / "heldout.parquet")
+    write_train_hashes(out, labeled.texts)
     (out / "README.md").write_text(model_card(config, ladder), encoding="utf-8")
     return TrainResult(
         out=out,
@@ -431,11 +438,12 @@ def train_task(task: Task, out: str | Path | None = None, **kw: Any) -> TrainRes
     """Train from the task's journal (``distil.label.labeled_set(task)``) into ``out``.
 
     ``out`` defaults to ``<work dir>/student``; ``target`` defaults to ``task.targets.min_retention``.
-    Other keywords go to :func:`train`.
+    Only answers asked for training are used (never those of ``distil eval`` or ``--valid``);
+    ``include_sources=("eval",)`` adds others by name.  Other keywords go to :func:`train`.
     """
     from distil.label import labeled_set
 
-    labeled = labeled_set(task)
+    labeled = labeled_set(task, include=tuple(kw.pop("include_sources", ())))
     kw.setdefault("target", task.targets.min_retention)
     kw.setdefault("task_fingerprint", task.fingerprint())
     kw.setdefault("task_path", str(task.path or ""))
