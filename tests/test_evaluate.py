@@ -255,6 +255,34 @@ def test_verdict_sentences() -> None:
     assert "unknown" in verdict({**m, "cost_ratio": None})
 
 
+def test_the_target_is_decided_by_the_interval_and_a_straddle_says_so() -> None:
+    from distil.evaluate import _target_decision
+
+    assert _target_decision(0.95, 0.97, [0.955, 0.99])["met"] is True
+    assert _target_decision(0.95, 0.93, [0.91, 0.945])["met"] is False
+    straddle = _target_decision(0.95, 0.962, [0.931, 0.99])
+    assert straddle["met"] is None and straddle["decided_by"] == "95% interval"
+    m = {
+        "student": {"name": "static", "accuracy": 0.74},
+        "teacher": {"accuracy": 0.769},
+        "reference": "gold",
+        "retention": 0.962,
+        "agreement": 0.9,
+        "cost_ratio": 400.0,
+        "speedup": 300.0,
+        "ci": {"retention": [0.931, 0.99]},
+        "target": straddle,
+    }
+    text = verdict(m)
+    assert "meets" not in text and "misses" not in text
+    assert "whether it meets the 95% retention target is not settled (95% CI 93.1%–99.0%)" in text
+    assert "a larger test set" in text
+    m["target"] = _target_decision(0.95, 0.962, [0.951, 0.99])
+    m["ci"] = {"retention": [0.951, 0.99]}
+    assert verdict(m).endswith("it meets the 95% retention target (95% CI 95.1%–99.0%).")
+    assert _target_decision(0.95, float("nan"), None)["met"] is None
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input in the test file.
 

@@ -47,7 +47,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, LabeledSet, 
 def test_artifact_folder_and_selection(trained: tuple[Any, LabeledSet, Path]) -> None:
     res, ls, out = trained
     for f in ("config.json", "labels.json", "ladder.json", "README.md", "heldout.parquet",
-              "ladder/ngram/student.json", "ladder/static/weights.safetensors"):
+              "ladder/ngram/student.json", "ladder/static/weights.safetensors",
+              "router.json", "ood.npz", "train_texts.sha256"):  # train() always fits the router
         assert (out / f).exists(), f
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["data_fingerprint"] == ls.fingerprint()

@@ -82,15 +82,15 @@ instruction = "Which financial product is this consumer complaint about?"
 {labels}
 [input]
 fields = ["text"]
-# Every model reads about the same opening of the complaint: the teacher's 64 tokens are about
-# 270 characters; the students get 400.
+# The students read the first 1,500 characters; the teacher reads its first 64 tokens of them.
 max_chars = {max_chars}
 
 # The teacher: all-mpnet-base-v2 with a logistic head fitted on gold.csv by
 #   distil teacher fit task.toml gold.csv --label-column product
 # Measured on 2 CPU cores (600 gold test rows, head on 1,500 gold rows): 64 tokens 0.083 s/text,
 # accuracy 0.752; 96 tokens 0.115 s, 0.757; 128 tokens 0.18 s, 0.775. The demo takes 64 so that a
-# cold `make demo` ends within 10 minutes; raise it for a stronger, slower teacher.
+# cold `make demo` ends within 10 minutes; raise it for a stronger, slower teacher. The cheap
+# students read all 1,500 characters: reading more costs them little.
 [teacher]
 kind = "local"
 model = "all-mpnet-base-v2"
@@ -105,7 +105,7 @@ max_cost_ratio = 0.01
 
 #: Characters of each narrative the demo task reads (``[input].max_chars``); rows are told apart
 #: by this opening, so no test text reads the same as a training text.
-MAX_CHARS = 400
+MAX_CHARS = 1500
 
 #: The sizes ``make demo`` uses (rows of gold for the teacher head, pool, validation, test).
 DEMO_SIZES: dict[str, int] = {"n_gold": 1500, "n_pool": 2000, "n_valid": 300, "n_test": 600}

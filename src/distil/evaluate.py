@@ -1000,10 +1000,7 @@ def evaluate(
         "ci": {name: list(v) for name, v in sorted(ci.items())},
         "ci_method": {"kind": "percentile bootstrap", "resamples": n_resamples, "level": 0.95, "seed": seed,
                       "paired": True},
-        "target": {
-            "min_retention": the_task.targets.min_retention,
-            "met": bool(retention >= the_task.targets.min_retention) if math.isfinite(retention) else None,
-        },
+        "target": _target_decision(the_task.targets.min_retention, retention, ci.get("retention")),
         "measurement": {
             "core_hour_usd": core_hour_usd,
             "memory_method": "tracemalloc peak during one batch call (Python + numpy allocations; "
@@ -1082,6 +1079,24 @@ def _ratio_text(r: float) -> str:
     return f"1/{r:.1f}"
 
 
+def _target_decision(target: float, retention: float, interval: Sequence[float] | None) -> dict[str, Any]:
+    """Whether the retention target is met, decided by the 95% interval, not the point estimate.
+
+    ``met`` is True when the interval's lower end clears the target, False when its upper end is
+    below it, and None when the interval straddles it (or nothing could be computed).
+    """
+    out: dict[str, Any] = {"min_retention": target, "met": None, "decided_by": "95% interval"}
+    if not math.isfinite(retention):
+        return out
+    if interval is None or len(interval) != 2 or not all(math.isfinite(float(v)) for v in interval):
+        out["decided_by"] = "point estimate (no interval)"
+        out["met"] = bool(retention >= target)
+        return out
+    lo, hi = float(interval[0]), float(interval[1])
+    out["met"] = True if lo >= target else (False if hi < target else None)
+    return out
+
+
 def _overlap(art: Any, uniques: Sequence[str]) -> dict[str, Any]:
     """How many distinct test texts are in the artifact's training hash set (None: not recorded)."""
     from distil.artifact import text_hash
@@ -1117,12 +1132,27 @@ def verdict(metrics: Mapping[str, Any]) -> str:
     if speed is not None:
         fast = f", {speed:,.0f}× faster" if speed >= 10 else (
             f", {speed:.1f}× faster" if speed >= 1 else f", {1 / speed:.1f}× slower")
+    return f"{kept}{cost}{fast}{_target_clause(metrics)}."
+
+
+def _target_clause(metrics: Mapping[str, Any]) -> str:
+    """"; it meets the 95% retention target (95% CI …)" — or says the interval does not settle it."""
     target = metrics.get("target") or {}
-    tgt = ""
-    if target.get("met") is not None:
-        word = "meets" if target["met"] else "misses"
-        tgt = f"; it {word} the {target['min_retention']:.0%} retention target"
-    return f"{kept}{cost}{fast}{tgt}."
+    goal = target.get("min_retention")
+    if goal is None or metrics.get("retention") is None:
+        return ""
+    interval = (metrics.get("ci") or {}).get("retention")
+    ci_text = f" (95% CI {interval[0]:.1%}–{interval[1]:.1%})" if interval else ""
+    if target.get("met") is True:
+        return f"; it meets the {goal:.0%} retention target{ci_text}"
+    if target.get("met") is False:
+        return f"; it misses the {goal:.0%} retention target{ci_text}"
+    if interval:
+        return (
+            f"; whether it meets the {goal:.0%} retention target is not settled{ci_text}: "
+            "a larger test set would narrow the interval"
+        )
+    return ""
 
 
 def write_metrics(metrics: Mapping[str, Any], path: str | Path) -> Path:

@@ -39,6 +39,7 @@ def run(
     valid: Path | None = None,
     strategy: str = "all",
     console: Any = None,
+    params: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Label ``inputs`` with the task's teacher, train the ladder on the answers, evaluate on ``test``.
 
@@ -48,8 +49,9 @@ def run(
     answers it through the journal and the student is chosen by measured retention on it.
     ``strategy``: ``all`` asks about every input; ``active``/``random`` label in rounds
     (:func:`distil.active.label_active`) until ``max_calls`` is spent or agreement stops improving.
+    ``params``: constructor parameters per student (see :func:`distil.train.train`).
     """
-    from distil.train import attach_router, train
+    from distil.train import train
 
     out.mkdir(parents=True, exist_ok=True)
     table = read_table(inputs)
@@ -111,10 +113,10 @@ def run(
     }
     if students:
         kwargs["students"] = students
-    with step("training the student ladder"):  # each member's steps are progress lines of their own
+    if params:
+        kwargs["params"] = params
+    with step("training the student ladder and fitting its router"):  # each member's steps show too
         trained = train(result.labeled, out / "students", **kwargs)
-    with step("fitting the serving router (threshold + OOD guard)"):
-        trained.router = attach_router(trained.out, result.labeled, task.targets.min_retention)
     _say(console, trained.summary())
 
     metrics: dict[str, Any] = {}
@@ -176,6 +178,10 @@ def demo(out: Path, *, console: Any = None, quick: bool = False) -> dict[str, An
     return metrics
 
 
+#: The frozen-MiniLM rung reads 64 tokens like the teacher (half the CPU of its default 128).
+DEMO_STUDENT_PARAMS: dict[str, dict[str, Any]] = {"encoder": {"max_seq_length": 64}}
+
+
 def _demo_steps(out: Path, *, console: Any, quick: bool) -> dict[str, Any]:
     from distil.demo import DEMO_SIZES, QUICK_SIZES, prepare_demo
     from distil.teacher_fit import fit_head
@@ -196,5 +202,5 @@ def _demo_steps(out: Path, *, console: Any, quick: bool) -> dict[str, Any]:
     students = ("ngram", "static", "encoder") if not quick else ("ngram",)
     return run(
         task, files.pool, out, test=files.test, label_column="product", students=students,
-        valid=files.valid, console=console,
+        valid=files.valid, console=console, params=DEMO_STUDENT_PARAMS,
     )

@@ -192,8 +192,12 @@ def train(
     task_fingerprint: str = "",
     task_path: str = "",
     validation: LabeledSet | None = None,
+    router_target: float | None = None,
 ) -> TrainResult:
     """Train the ladder ``students`` on ``labeled``, select one, write the artifact folder ``out``.
+
+    Always ends by fitting the serving router (confidence threshold + OOD guard, ``router.json``)
+    for agreement ``router_target`` (default: ``target``), so every artifact serves the same way.
 
     ``target``: minimum held-out agreement with the teacher (argmax match) for a student to be
     chosen.  ``hard``: train on the teacher's argmax only (ablation).  ``resume``: continue the
@@ -379,7 +383,7 @@ def train(
     write_labeled(heldout, out / "heldout.parquet")
     write_train_hashes(out, labeled.texts)
     (out / "README.md").write_text(model_card(config, ladder), encoding="utf-8")
-    return TrainResult(
+    result = TrainResult(
         out=out,
         chosen=chosen,
         ladder=ladder,
@@ -388,6 +392,9 @@ def train(
         n_train=len(texts),
         n_heldout=len(val_texts),
     )
+    with step("fitting the serving router (threshold + OOD guard)"):
+        result.router = attach_router(out, labeled, router_target if router_target is not None else target)
+    return result
 
 
 def model_card(config: dict[str, Any], ladder: list[dict[str, Any]]) -> str:
@@ -447,10 +454,7 @@ def train_task(task: Task, out: str | Path | None = None, **kw: Any) -> TrainRes
     kw.setdefault("target", task.targets.min_retention)
     kw.setdefault("task_fingerprint", task.fingerprint())
     kw.setdefault("task_path", str(task.path or ""))
-    router_target = kw.pop("router_target", None)
-    result = train(labeled, Path(out) if out is not None else task.work_path / "student", **kw)
-    result.router = attach_router(result.out, labeled, router_target or kw["target"])
-    return result
+    return train(labeled, Path(out) if out is not None else task.work_path / "student", **kw)
 
 
 def attach_router(out: Path, labeled: LabeledSet, target_agreement: float) -> Any:
@@ -467,6 +471,6 @@ def attach_router(out: Path, labeled: LabeledSet, target_agreement: float) -> An
 
     held = set(load_artifact(out).heldout().texts)
     train_texts = [t for t in labeled.texts if t not in held]
-    with _warnings.catch_warnings():
+    with _warnings.catch_warnings(), caching():  # the student's features of texts it was trained on
         _warnings.simplefilter("ignore")
         return fit_router(out, train_texts, target_agreement=target_agreement)
