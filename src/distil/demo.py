@@ -108,7 +108,7 @@ max_cost_ratio = 0.01
 MAX_CHARS = 1500
 
 #: The sizes ``make demo`` uses (rows of gold for the teacher head, pool, validation, test).
-DEMO_SIZES: dict[str, int] = {"n_gold": 1500, "n_pool": 2000, "n_valid": 300, "n_test": 600}
+DEMO_SIZES: dict[str, int] = {"n_gold": 1200, "n_pool": 2000, "n_valid": 300, "n_test": 600}
 #: ``distil demo --quick``.
 QUICK_SIZES: dict[str, int] = {"n_gold": 500, "n_pool": 600, "n_valid": 0, "n_test": 300}
 
