@@ -274,7 +274,7 @@ def test_the_target_is_decided_by_the_interval_and_a_straddle_says_so() -> None:
         "target": straddle,
     }
     text = verdict(m)
-    assert "meets" not in text and "misses" not in text
+    assert "; it meets" not in text and "misses" not in text
     assert "whether it meets the 95% retention target is not settled (95% CI 93.1%–99.0%)" in text
     assert "a larger test set" in text
     m["target"] = _target_decision(0.95, 0.962, [0.951, 0.99])

@@ -177,6 +177,10 @@ def _check_data(labeled: LabeledSet, warnings: list[str]) -> LabeledSet:
     return labeled
 
 
+#: The router's agreement target when neither ``router_target`` nor a usable ``target`` is given.
+DEFAULT_ROUTER_TARGET = 0.95
+
+
 def train(
     labeled: LabeledSet,
     out: str | Path,
@@ -392,8 +396,10 @@ def train(
         n_train=len(texts),
         n_heldout=len(val_texts),
     )
+    if router_target is None:  # a selection target of 0 or 1 ("any student", "perfect") is no routing target
+        router_target = target if 0.0 < target < 1.0 else DEFAULT_ROUTER_TARGET
     with step("fitting the serving router (threshold + OOD guard)"):
-        result.router = attach_router(out, labeled, router_target if router_target is not None else target)
+        result.router = attach_router(out, labeled, router_target)
     return result
 
 
