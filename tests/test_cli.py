@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import write_csv, write_task
+from helpers import write_banking_task, write_csv, write_task
 
 from distil.data import read_labeled
 from distil.journal import Journal
@@ -167,13 +167,7 @@ def test_train_with_a_gold_validation_file_records_retention(tmp_path: Path) -> 
     labels = ["card_arrival", "exchange_rate", "pin_blocked"]
     by_label = [[(t, lab) for t, lab in banking77("train") if lab == want] for want in labels]
     rows = [r for trio in zip(*by_label, strict=False) for r in trio]  # interleaved: every slice has all 3
-    (tmp_path / "t").mkdir()
-    task = tmp_path / "t" / "task.toml"
-    task.write_text(
-        f'name="b"\nlabels={labels!r}\n'.replace("'", '"')
-        + '[teacher]\nkind="function"\ncallable="teacher_fns:banking_gold"\n',
-        encoding="utf-8",
-    )
+    task = write_banking_task(tmp_path / "t", labels)
     pool = write_csv(tmp_path / "pool.csv", [{"text": t} for t, _ in rows[:150]])
     valid = write_csv(tmp_path / "valid.csv", [{"text": t, "intent": g} for t, g in rows[150:210]],
                       columns=("text", "intent"))

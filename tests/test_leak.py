@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import write_csv
+from helpers import write_banking_task, write_csv
 
 from distil.journal import Journal
 from distil.label import label, labeled_set
@@ -32,14 +32,7 @@ def distil(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _task_file(tmp_path: Path) -> Path:
-    (tmp_path / "t").mkdir()
-    task = tmp_path / "t" / "task.toml"
-    task.write_text(
-        f'name="b"\nlabels={LABELS!r}\n'.replace("'", '"')
-        + '[teacher]\nkind="function"\ncallable="teacher_fns:banking_gold"\n',
-        encoding="utf-8",
-    )
-    return task
+    return write_banking_task(tmp_path / "t", LABELS)
 
 
 def _rows() -> list[tuple[str, str]]:
