@@ -556,3 +556,23 @@ def test_evaluate_finds_the_task_file_next_to_the_artifact(e2e: dict[str, object
     finally:
         (tmp / "task.toml").unlink()
     assert m["task"] == "bank8" and m["n_test"] == 200 and not any("fingerprint" in w for w in m["warnings"])
+
+
+def test_the_cost_target_is_part_of_the_verdict() -> None:
+    m = {
+        "student": {"name": "encoder", "accuracy": 0.718},
+        "teacher": {"accuracy": 0.725},
+        "reference": "gold",
+        "retention": 0.991,
+        "agreement": 0.9,
+        "cost_ratio": 5.5,
+        "speedup": 4.3,
+        "ci": {"retention": [0.959, 1.024]},
+        "target": {"min_retention": 0.95, "met": True, "max_cost_ratio": 0.01, "cost_met": False},
+    }
+    assert verdict(m).endswith(
+        "it meets the 95% retention target (95% CI 95.9%–102.4%); at more than 1/100 of the teacher's cost "
+        "it misses the cost target."
+    )
+    m["cost_ratio"], m["target"]["cost_met"] = 250.0, True
+    assert verdict(m).endswith("(95% CI 95.9%–102.4%), within the 1/100 cost target.")

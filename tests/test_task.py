@@ -72,3 +72,34 @@ def test_init_writes_a_valid_commented_file(tmp_path: Path) -> None:
     assert task.name == "complaints"
     assert task.teacher is not None and task.teacher.kind == "openai"
     assert main(["init", str(tmp_path / "complaints")]) == 2  # refuses to overwrite
+
+
+def test_one_target_per_purpose_with_defaults(tmp_path: Path) -> None:
+    t = _load(tmp_path, 'name="x"\nlabels=["a","b"]\n')
+    assert (t.targets.min_retention, t.targets.max_cost_ratio, t.targets.routing_agreement) == (0.95, 0.01, 0.95)
+    t = _load(tmp_path, 'name="x"\nlabels=["a","b"]\n[targets]\nrouting_agreement=0.9\nmin_retention=0.97\n')
+    assert t.targets.routing_agreement == 0.9 and t.targets.min_retention == 0.97
+    with pytest.raises(ConfigError, match="routing_agreement"):
+        _load(tmp_path, 'name="x"\nlabels=["a","b"]\n[targets]\nrouting_agreement=1.0\n')
+
+
+def test_train_task_fits_the_router_at_the_routing_target_not_the_selection_target(tmp_path: Path) -> None:
+    import json
+
+    from helpers import write_task
+
+    from distil.label import label
+    from distil.train import train_task
+
+    task_file = write_task(tmp_path / "t")
+    text = task_file.read_text() + "\n[targets]\nmin_retention = 0.5\nrouting_agreement = 0.8\n"
+    task_file.write_text(text)
+    task = Task.load(task_file)
+    words = ["card", "transfer", "cash", "atm", "hello"]
+    texts = [f"{w} question number {i}" for i in range(40) for w in words]
+    label(task, texts)
+    res = train_task(task, tmp_path / "s", students=("ngram",), params={"ngram": {"bits": 12, "dim": 8, "epochs": 3}})
+    router = json.loads((tmp_path / "s" / "router.json").read_text())
+    assert router["threshold"]["target"] == 0.8
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["target"] == 0.5
+    assert res.router is not None

@@ -1000,7 +1000,11 @@ def evaluate(
         "ci": {name: list(v) for name, v in sorted(ci.items())},
         "ci_method": {"kind": "percentile bootstrap", "resamples": n_resamples, "level": 0.95, "seed": seed,
                       "paired": True},
-        "target": _target_decision(the_task.targets.min_retention, retention, ci.get("retention")),
+        "target": {
+            **_target_decision(the_task.targets.min_retention, retention, ci.get("retention")),
+            "max_cost_ratio": the_task.targets.max_cost_ratio,
+            "cost_met": None if cost_ratio is None else bool(cost_ratio * the_task.targets.max_cost_ratio >= 1.0),
+        },
         "measurement": {
             "core_hour_usd": core_hour_usd,
             "memory_method": "tracemalloc peak during one batch call (Python + numpy allocations; "
@@ -1132,7 +1136,19 @@ def verdict(metrics: Mapping[str, Any]) -> str:
     if speed is not None:
         fast = f", {speed:,.0f}× faster" if speed >= 10 else (
             f", {speed:.1f}× faster" if speed >= 1 else f", {1 / speed:.1f}× slower")
-    return f"{kept}{cost}{fast}{_target_clause(metrics)}."
+    return f"{kept}{cost}{fast}{_target_clause(metrics)}{_cost_clause(metrics)}."
+
+
+def _cost_clause(metrics: Mapping[str, Any]) -> str:
+    """"; its cost misses the 1/100 target" when the task's cost target is not met."""
+    target = metrics.get("target") or {}
+    limit = target.get("max_cost_ratio")
+    if limit is None or target.get("cost_met") is None:
+        return ""
+    share = f"1/{1 / limit:,.0f}" if limit < 1 else "the teacher's"
+    if target["cost_met"]:
+        return f", within the {share} cost target"
+    return f"; at more than {share} of the teacher's cost it misses the cost target"
 
 
 def _target_clause(metrics: Mapping[str, Any]) -> str:

@@ -108,6 +108,7 @@ def run(
     kwargs: dict[str, Any] = {
         "validation": validation,
         "target": task.targets.min_retention,
+        "router_target": task.targets.routing_agreement,
         "task_fingerprint": task.fingerprint(),
         "task_path": str(task.path or ""),
     }

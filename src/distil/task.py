@@ -126,10 +126,17 @@ TeacherSpec = Annotated[
 
 
 class Targets(_Strict):
-    """What the student must achieve to be chosen."""
+    """One setting per purpose: choosing the student, its cost, and routing in serving.
+
+    ``min_retention``: the student keeps at least this share of the teacher's accuracy (selection
+    and the verdict); ``max_cost_ratio``: its cost per prediction is at most this share of the
+    teacher's (the verdict); ``routing_agreement``: the served student agrees with the teacher on
+    at least this share of the inputs it answers, with 95% confidence (the router's threshold).
+    """
 
     min_retention: float = Field(default=0.95, gt=0, le=1)
     max_cost_ratio: float = Field(default=0.01, gt=0, le=1)
+    routing_agreement: float = Field(default=0.95, gt=0, lt=1)
 
 
 class Task(_Strict):
@@ -306,6 +313,7 @@ price_out_per_1m = 0.60
 [targets]
 min_retention = 0.95                   # the student keeps >= 95% of the teacher's accuracy
 max_cost_ratio = 0.01                  # at <= 1/100 of its cost per prediction
+routing_agreement = 0.95               # served answers agree with the teacher >= 95% (95% confidence)
 
 # work_dir = ".distil"                 # journal and outputs, relative to this file
 '''

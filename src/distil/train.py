@@ -458,6 +458,8 @@ def train_task(task: Task, out: str | Path | None = None, **kw: Any) -> TrainRes
 
     labeled = labeled_set(task, include=tuple(kw.pop("include_sources", ())))
     kw.setdefault("target", task.targets.min_retention)
+    if kw.get("router_target") is None:
+        kw["router_target"] = task.targets.routing_agreement
     kw.setdefault("task_fingerprint", task.fingerprint())
     kw.setdefault("task_path", str(task.path or ""))
     return train(labeled, Path(out) if out is not None else task.work_path / "student", **kw)
