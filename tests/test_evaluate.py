@@ -387,6 +387,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {"task": task, "art": art, "test": test_csv, "tmp": tmp}
 
 
+def _test_rows(path: Path) -> list[tuple[str, str]]:
+    import csv
+
+    with path.open(encoding="utf-8") as fh:
+        return [(r["text"], r["intent"]) for r in csv.DictReader(fh)]
+
+
 @pytest.mark.slow
 def test_evaluate_end_to_end_with_gold(e2e: dict[str, object]) -> None:
     from distil.evaluate import evaluate
@@ -418,6 +425,18 @@ def test_evaluate_end_to_end_with_gold(e2e: dict[str, object]) -> None:
     assert sum(sum(r) for r in m["confusion"]["matrix"]) == 200
     assert m["verdict"].startswith("The ngram student keeps")
     assert (out / "report.html").exists() and (out / "disagreements.json").exists()
+    # What the served system does, by the same rule as the server (router.json's threshold + guard).
+    from distil.cascade import Cascade
+
+    served = m["served"]
+    decisions = Cascade.load(tmp / "students").decide([t for t, _ in _test_rows(Path(str(e2e["test"])))])
+    local = [d.source == "student" for d in decisions]
+    assert served["n"] == 200 and served["ood_guard"] is True
+    assert served["coverage"] == pytest.approx(sum(local) / len(local))
+    assert served["ood_share"] == pytest.approx(sum(d.ood for d in decisions) / len(decisions))
+    # the teacher is perfect here, so the served system is right wherever the teacher answers
+    assert served["accuracy"] >= m["student"]["accuracy"] - 1e-9
+    assert served["agreement"] == pytest.approx(served["accuracy"])
     # Evaluating again asks the teacher nothing new: every test text is in the journal.
     from distil.journal import Journal
 

@@ -946,6 +946,8 @@ def evaluate(
         student_cost_per_1m=_finite(student_block["cost_per_1m"]),
         teacher_cost_per_1m=_finite(teacher_block.get("cost_per_1m")),
     )
+    with step("the served system on the test texts (stored threshold and OOD guard)"), caching():
+        served = _served(art.path, [ts.uniques[int(u)] for u in rows], t_pred, gold, labels, warnings)
 
     # -- speed, cost ratio, verdict ---------------------------------------------------------------
     t_ms, s_ms = teacher_block.get("ms_per_pred"), student_block["ms_per_pred"]
@@ -995,6 +997,7 @@ def evaluate(
             "n_bins": N_BINS, "reference": reference, "student": rel_student, "teacher": rel_teacher,
         },
         "cascade": cascade,
+        "served": served,
         "per_class": per_class,
         "confusion": confusion,
         "ci": {name: list(v) for name, v in sorted(ci.items())},
@@ -1099,6 +1102,34 @@ def _target_decision(target: float, retention: float, interval: Sequence[float] 
     lo, hi = float(interval[0]), float(interval[1])
     out["met"] = True if lo >= target else (False if hi < target else None)
     return out
+
+
+def _served(
+    artifact: Path,
+    texts: list[str],
+    t_pred: np.ndarray,
+    gold: np.ndarray | None,
+    labels: list[str],
+    warnings: list[str],
+) -> dict[str, Any] | None:
+    """What the served cascade (router.json's threshold + OOD guard) answers on the test rows."""
+    from distil.cascade import Cascade, served_summary
+
+    if not (artifact / "router.json").exists():
+        warnings.append("the artifact has no router.json: what the served system does is not measured")
+        return None
+    cascade = Cascade.load(artifact)
+    teacher_labels = [labels[int(i)] for i in t_pred]
+    answers = cascade.served_on(texts, teacher_labels)
+    gold_labels = None if gold is None else [labels[int(g)] if g >= 0 else None for g in gold]
+    summary = served_summary(answers, teacher_labels, gold_labels)
+    threshold = cascade.router.config.threshold
+    return {
+        "threshold": None if not math.isfinite(threshold.value) else threshold.value,
+        "target_agreement": threshold.target,
+        "ood_guard": cascade.router.ood is not None,
+        **summary,
+    }
 
 
 def _overlap(art: Any, uniques: Sequence[str]) -> dict[str, Any]:

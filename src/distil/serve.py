@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distil.cascade import resolve
 from distil.errors import ConfigError, DistilError, MissingExtra
 from distil.route import Decision, Router
 
@@ -811,21 +812,11 @@ def create_app(
             by_text = dict(zip(uniq, rep.answers, strict=True))
             replies = {i: by_text[texts[i]] for i in need}
         out: list[dict[str, Any]] = []
-        for i, d in enumerate(decisions):
-            item: dict[str, Any] = {
-                "label": d.label, "score": round(d.score, 6), "source": "student",
-                "confidence": round(d.confidence, 6), "ood": d.ood, "degraded": False,
-            }
-            if d.source == "teacher":
-                ans = replies.get(i)
-                if ans is not None:
-                    item.update(label=ans[0], score=round(ans[1], 6), source="teacher")
-                else:
-                    item["degraded"] = True
-                    item["degraded_reason"] = reason or "teacher gave no usable answer"
-                    metrics.inc("distil_degraded_total")
-            metrics.inc("distil_inputs_total", source=item["source"])
-            out.append(item)
+        for served in resolve(decisions, replies, reason):  # the one cascade rule (distil.cascade)
+            if served.degraded:
+                metrics.inc("distil_degraded_total")
+            metrics.inc("distil_inputs_total", source=served.source)
+            out.append(served.to_dict())
         return out
 
     async def _guarded(

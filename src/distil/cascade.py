@@ -1,0 +1,119 @@
+"""Who answers an input: the one rule the server and ``evaluate()`` share.
+
+The student answers when it is confident (probability ≥ the router's threshold) and the input is
+in distribution (the OOD guard does not flag it); otherwise the teacher answers; when the teacher
+gives no usable answer, the student answers anyway, marked ``degraded``.
+
+:meth:`Cascade.decide` is the first half (the router's decisions, no teacher involved);
+:func:`resolve` the second (merge the teacher's answers for the inputs sent to it).  The server
+runs the two halves around its own asynchronous teacher gateway; :meth:`Cascade.served_on`
+replays the rule offline on a test set whose teacher answers are already known, so evaluation
+reports what the served system does with the stored threshold and guard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from distil.route import Decision, Router
+
+
+@dataclass(frozen=True)
+class Served:
+    """The answer the cascade gives for one input."""
+
+    label: str
+    score: float
+    source: Literal["student", "teacher"]
+    confidence: float
+    ood: bool
+    degraded: bool = False
+    degraded_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, as the server returns it (``degraded_reason`` only when degraded)."""
+        out: dict[str, Any] = {
+            "label": self.label, "score": round(self.score, 6), "source": self.source,
+            "confidence": round(self.confidence, 6), "ood": self.ood, "degraded": self.degraded,
+        }
+        if self.degraded:
+            out["degraded_reason"] = self.degraded_reason
+        return out
+
+
+def resolve(
+    decisions: Sequence[Decision],
+    teacher: Mapping[int, tuple[str, float] | None],
+    reason: str | None = None,
+) -> list[Served]:
+    """Merge the teacher's answers (input index → (label, score) or None) into the decisions."""
+    out: list[Served] = []
+    for i, d in enumerate(decisions):
+        if d.source == "student":
+            out.append(Served(d.label, d.score, "student", d.confidence, d.ood))
+            continue
+        ans = teacher.get(i)
+        if ans is not None:
+            out.append(Served(ans[0], ans[1], "teacher", d.confidence, d.ood))
+        else:
+            out.append(Served(d.label, d.score, "student", d.confidence, d.ood, degraded=True,
+                              degraded_reason=reason or "teacher gave no usable answer"))
+    return out
+
+
+class Cascade:
+    """The served system: a :class:`Router` (student, threshold, OOD guard) with the teacher behind it."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    @classmethod
+    def load(
+        cls, artifact_dir: str | Path, *, target_agreement: float | None = None, threshold: float | None = None
+    ) -> Cascade:
+        """The cascade of an artifact folder, from its ``router.json`` (see :meth:`Router.load`)."""
+        return cls(Router.load(artifact_dir, target_agreement=target_agreement, threshold=threshold))
+
+    @property
+    def threshold(self) -> float:
+        """The confidence threshold in force (``inf``: every input goes to the teacher)."""
+        return self.router.threshold
+
+    def decide(self, texts: Sequence[str]) -> list[Decision]:
+        """The first half of the rule: for each text, may the student answer alone?"""
+        return self.router.decide(texts)
+
+    def served_on(self, texts: Sequence[str], teacher_labels: Sequence[str]) -> list[Served]:
+        """What the served system answers for ``texts`` when the teacher would answer ``teacher_labels``."""
+        decisions = self.decide(texts)
+        known = {i: (lab, 1.0) for i, lab in enumerate(teacher_labels)}
+        return resolve(decisions, known)
+
+
+def served_summary(
+    served: Sequence[Served], teacher_labels: Sequence[str], gold: Sequence[str | None] | None = None
+) -> dict[str, Any]:
+    """Coverage, OOD share and quality of the served answers (against the teacher, and gold if given)."""
+    n = len(served)
+    if n == 0:
+        return {"n": 0, "coverage": None, "ood_share": None, "agreement": None, "accuracy": None,
+                "local_agreement": None}
+    local = np.array([s.source == "student" for s in served])
+    agree = np.array([s.label == t for s, t in zip(served, teacher_labels, strict=True)])
+    out: dict[str, Any] = {
+        "n": n,
+        "coverage": float(local.mean()),
+        "ood_share": float(np.mean([s.ood for s in served])),
+        "agreement": float(agree.mean()),
+        "local_agreement": float(agree[local].mean()) if local.any() else None,
+        "accuracy": None,
+    }
+    if gold is not None:
+        pairs = [(s.label, g) for s, g in zip(served, gold, strict=True) if g is not None]
+        out["accuracy"] = float(np.mean([a == g for a, g in pairs])) if pairs else None
+    return out
