@@ -791,6 +791,9 @@ def evaluate(
             f"× ${core_hour_usd}/core-hour",
         )
 
+    if teacher is None:  # built here: close it (a caller's teacher is the caller's to close)
+        teacher_obj.close()
+
     # -- students -------------------------------------------------------------------------------
     ladder_meta = {str(m.get("name")): m for m in art.ladder}
     members = list(art.members())

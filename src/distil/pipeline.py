@@ -9,11 +9,10 @@ from typing import Any
 
 from distil.data import extract_texts, read_table, write_labeled
 from distil.errors import BudgetExceeded, TeacherError
-from distil.journal import Journal
 from distil.label import label
 from distil.progress import collect_timings, step
 from distil.task import Task
-from distil.teachers import make_teacher
+from distil.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +50,52 @@ def run(
     (:func:`distil.active.label_active`) until ``max_calls`` is spent or agreement stops improving.
     ``params``: constructor parameters per student (see :func:`distil.train.train`).
     """
-    from distil.train import train
-
     out.mkdir(parents=True, exist_ok=True)
     table = read_table(inputs)
     texts, _, report = extract_texts(table, task.input.fields, task.input.render)
     _say(console, f"{inputs}: {report.summary()}")
+    with Workspace(task) as ws:  # one teacher (one capability probe) and one journal for the whole run
+        result = _label_step(ws, texts, strategy, max_calls, max_cost, console)
+        labeled_path = write_labeled(result.labeled, out / "labeled.parquet")
+        _say(console, f"labeled set: {labeled_path} ({len(result.labeled)} texts)")
+        validation = None
+        if valid is not None:
+            with step(f"teacher answers for the validation file {valid.name}"):
+                validation = gold_labeled(
+                    task, valid, label_column=label_column, text_column=text_column, workspace=ws
+                )
+            _say(console, f"{valid}: {len(validation)} gold-labeled texts for choosing the student")
+        trained = _train_step(task, result.labeled, out / "students", validation, students, params)
+        _say(console, trained.summary())
+        metrics: dict[str, Any] = {}
+        if test is not None:
+            from distil.evaluate import evaluate
 
-    teacher = make_teacher(task)
+            with step(f"evaluating the teacher and the students on {test.name}"):
+                metrics = evaluate(
+                    out / "students", test, task=task, label_column=label_column, text_column=text_column,
+                    out=out / "eval", teacher=ws.teacher, journal=ws.journal,
+                )
+            _say(console, f"metrics: {out / 'eval' / 'metrics.json'}\nreport: {out / 'eval' / 'report.html'}")
+    _say(console, f"journal: {task.journal_path}")
+    return metrics
+
+
+def _label_step(
+    ws: Workspace, texts: list[str], strategy: str, max_calls: int | None, max_cost: float | None, console: Any
+) -> Any:
+    """Label ``texts`` (all, or in rounds); raise when the budget stopped it or nothing was answered."""
+    task, teacher = ws.task, ws.teacher
     progress = None
     if console is not None:
         from distil.cli import _LabelDisplay
 
         progress = _LabelDisplay(teacher.describe())
-    journal = Journal(task.journal_path)
     try:
         with step(f"labeling {len(texts)} inputs with {teacher.describe()}"):
             if strategy == "all":
                 result = label(
-                    task, texts, teacher=teacher, journal=journal, max_calls=max_calls, max_cost=max_cost,
+                    task, texts, teacher=teacher, journal=ws.journal, max_calls=max_calls, max_cost=max_cost,
                     progress=progress,
                 )
                 result.labeled.info = {"strategy": "all"}
@@ -77,13 +103,12 @@ def run(
                 from distil.active import label_active
 
                 result = label_active(
-                    task, texts, strategy=strategy, teacher=teacher, journal=journal, max_calls=max_calls,
+                    task, texts, strategy=strategy, teacher=teacher, journal=ws.journal, max_calls=max_calls,
                     max_cost=max_cost, progress=progress, round_model="auto",
                 )
     finally:
         if progress is not None:
             progress.close()
-        journal.close()
     s = result.stats
     _say(
         console,
@@ -97,14 +122,20 @@ def run(
         )
     if len(result.labeled) == 0:
         raise TeacherError("the teacher answered none of the inputs; nothing to train on")
-    labeled_path = write_labeled(result.labeled, out / "labeled.parquet")
-    _say(console, f"labeled set: {labeled_path} ({len(result.labeled)} texts)")
+    return result
 
-    validation = None
-    if valid is not None:
-        with step(f"teacher answers for the validation file {valid.name}"):
-            validation = gold_labeled(task, valid, label_column=label_column, text_column=text_column)
-        _say(console, f"{valid}: {len(validation)} gold-labeled texts for choosing the student")
+
+def _train_step(
+    task: Task,
+    labeled: Any,
+    out: Path,
+    validation: Any,
+    students: tuple[str, ...] | None,
+    params: dict[str, dict[str, Any]] | None,
+) -> Any:
+    """Train the ladder with the task's targets (selection and routing) and fit its router."""
+    from distil.train import train
+
     kwargs: dict[str, Any] = {
         "validation": validation,
         "target": task.targets.min_retention,
@@ -117,25 +148,21 @@ def run(
     if params:
         kwargs["params"] = params
     with step("training the student ladder and fitting its router"):  # each member's steps show too
-        trained = train(result.labeled, out / "students", **kwargs)
-    _say(console, trained.summary())
-
-    metrics: dict[str, Any] = {}
-    if test is not None:
-        from distil.evaluate import evaluate
-
-        with step(f"evaluating the teacher and the students on {test.name}"):
-            metrics = evaluate(
-                out / "students", test, task=task, label_column=label_column, text_column=text_column,
-                out=out / "eval",
-            )
-        _say(console, f"metrics: {out / 'eval' / 'metrics.json'}\nreport: {out / 'eval' / 'report.html'}")
-    _say(console, f"journal: {task.journal_path}")
-    return metrics
+        return train(labeled, out, **kwargs)
 
 
-def gold_labeled(task: Task, path: Path, *, label_column: str | None, text_column: str = "text") -> Any:
-    """The teacher's answers (through the journal) for a gold-labeled file, with the gold kept."""
+def gold_labeled(
+    task: Task,
+    path: Path,
+    *,
+    label_column: str | None,
+    text_column: str = "text",
+    workspace: Workspace | None = None,
+) -> Any:
+    """The teacher's answers (through the journal) for a gold-labeled file, with the gold kept.
+
+    ``workspace`` lends its teacher and journal (else both are built here and closed).
+    """
     from distil.data import LabeledSet, require_columns
     from distil.errors import ConfigError, DataError
 
@@ -157,8 +184,11 @@ def gold_labeled(task: Task, path: Path, *, label_column: str | None, text_colum
                 hint=f"labels: {', '.join(task.label_names)}",
             )
         gold_of.setdefault(texts[pos], g)
-    with Journal(task.journal_path) as journal:
-        res = label(task, texts, journal=journal, source="valid")
+    if workspace is not None:
+        res = label(task, texts, teacher=workspace.teacher, journal=workspace.journal, source="valid")
+    else:
+        with Workspace(task) as ws:
+            res = label(task, texts, teacher=ws.teacher, journal=ws.journal, source="valid")
     ls = res.labeled
     return LabeledSet(ls.texts, ls.probs, ls.labels, gold=[gold_of[t] for t in ls.texts], teacher=ls.teacher)
 
