@@ -595,3 +595,12 @@ def test_the_cost_target_is_part_of_the_verdict() -> None:
     )
     m["cost_ratio"], m["target"]["cost_met"] = 250.0, True
     assert verdict(m).endswith("(95% CI 95.9%–102.4%), within the 1/100 cost target.")
+
+
+def test_one_rule_for_gold_cells_in_every_reader() -> None:
+    from distil import data, pipeline, teacher_fit
+    from distil import evaluate as ev
+
+    assert teacher_fit.gold_text is ev.gold_text is pipeline.gold_text is data.gold_text
+    cells = (3.0, 3, " 3 ", 2.5, True, None, [1])
+    assert [data.gold_text(v) for v in cells] == ["3", "3", "3", "2.5", "True", None, None]

@@ -83,6 +83,24 @@ def detect_format(path: Path) -> str:
     )
 
 
+def gold_text(value: Any) -> str | None:
+    """A gold label cell as the label text, with one rule for every reader.
+
+    Strings are stripped; whole numbers lose their ``.0`` (a parquet column of ``3.0`` is label
+    ``"3"``, as the CSV cell ``3`` is); booleans are ``"True"``/``"False"``; other numbers are
+    written as Python writes them.  Missing values and other types give None.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int | float):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    return None
+
+
 def read_table(path: str | Path) -> Table:
     """Read a whole input file into a :class:`Table`; raise :class:`DataError` with the place."""
     p = Path(path)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from distil.cost import cpu_cost_per_1m, load_prices, lookup_price, token_cost_per_1m
-from distil.data import extract_texts, read_table, require_columns
+from distil.data import extract_texts, gold_text, read_table, require_columns
 from distil.embcache import caching
 from distil.errors import ArtifactError, ConfigError, DataError
 from distil.progress import step
@@ -469,8 +469,7 @@ def _read_test(
         gold_list: list[int] = []
         unknown: list[tuple[int, str]] = []
         for i in keep:
-            raw = table.rows[i].get(label_column)
-            value = "" if raw is None else str(raw).strip()
+            value = gold_text(table.rows[i].get(label_column)) or ""
             if not value:
                 gold_list.append(-1)
             elif value in index:

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from distil.data import extract_texts, read_table, write_labeled
+from distil.data import extract_texts, gold_text, read_table, write_labeled
 from distil.errors import BudgetExceeded, TeacherError
 from distil.label import label
 from distil.progress import collect_timings, step
@@ -177,7 +177,7 @@ def gold_labeled(
     for row_no, (row, pos) in enumerate(zip(table.rows, mapping, strict=True), start=1):
         if pos < 0:
             continue
-        g = str(row.get(label_column) or "").strip()
+        g = gold_text(row.get(label_column)) or ""
         if g not in task.label_names:
             raise DataError(
                 f"{path}, row {row_no}, column {label_column!r}: {g!r} is not one of the task's labels",

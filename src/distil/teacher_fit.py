@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from distil.data import extract_texts, read_table, require_columns
+from distil.data import extract_texts, gold_text, read_table, require_columns
 from distil.embcache import caching
 from distil.errors import ConfigError, DataError, require
 from distil.progress import step
@@ -81,18 +81,6 @@ def _local_spec(task: Task) -> LocalTeacherSpec:
             hint='set [teacher] kind = "local" and model = "all-mpnet-base-v2" (or a folder) in the task',
         )
     return spec
-
-
-def _gold_label(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int | float):
-        return str(int(value)) if float(value).is_integer() else str(value)
-    return None
 
 
 def _head_setting(task: Task, out: Path) -> str:
@@ -203,7 +191,7 @@ def fit_head(
         if pos < 0:
             continue  # empty / non-text rows: counted in input_report
         raw = row.get(label_column)
-        lab = _gold_label(raw)
+        lab = gold_text(raw)
         if lab is None or lab not in index:
             near = lowered.get((lab or "").lower())
             hint = f"did you mean {near!r}? labels must match exactly" if near else (
