@@ -238,13 +238,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         kwargs["router_target"] = args.router_target
     if args.include_source:
         kwargs["include_sources"] = tuple(args.include_source)
-    if args.valid:
-        from distil.pipeline import gold_labeled
+    from distil.workspace import Workspace
 
-        kwargs["validation"] = gold_labeled(
-            task, Path(args.valid), label_column=args.label_column, text_column=args.text_column
-        )
-    result = train_task(task, Path(args.out), **kwargs)  # progress: the steps' lines (distil.progress)
+    with Workspace(task) as ws:  # one teacher for the validation file and the journal's answers
+        if args.valid:
+            from distil.pipeline import gold_labeled
+
+            kwargs["validation"] = gold_labeled(
+                task, Path(args.valid), label_column=args.label_column, text_column=args.text_column, workspace=ws
+            )
+        result = train_task(task, Path(args.out), workspace=ws, **kwargs)  # progress: distil.progress lines
     out.print(result.summary())
     return 0
 

@@ -452,11 +452,17 @@ def train_task(task: Task, out: str | Path | None = None, **kw: Any) -> TrainRes
 
     ``out`` defaults to ``<work dir>/student``; ``target`` defaults to ``task.targets.min_retention``.
     Only answers asked for training are used (never those of ``distil eval`` or ``--valid``);
-    ``include_sources=("eval",)`` adds others by name.  Other keywords go to :func:`train`.
+    ``include_sources=("eval",)`` adds others by name; ``workspace`` lends its teacher and journal.
+    Other keywords go to :func:`train`.
     """
     from distil.label import labeled_set
 
-    labeled = labeled_set(task, include=tuple(kw.pop("include_sources", ())))
+    ws = kw.pop("workspace", None)  # a distil.workspace.Workspace lends its teacher and journal
+    include = tuple(kw.pop("include_sources", ()))
+    if ws is not None:
+        labeled = labeled_set(task, teacher=ws.teacher, journal=ws.journal, include=include)
+    else:
+        labeled = labeled_set(task, include=include)
     kw.setdefault("target", task.targets.min_retention)
     if kw.get("router_target") is None:
         kw["router_target"] = task.targets.routing_agreement
