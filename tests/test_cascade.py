@@ -32,3 +32,17 @@ def test_served_summary_by_hand() -> None:
     assert s["agreement"] == 0.75 and s["local_agreement"] == 0.5
     assert s["accuracy"] == 1.0  # three rows with gold, all right
     assert served_summary([], [])["coverage"] is None
+
+
+def test_the_served_line_says_what_the_cascade_does() -> None:
+    from distil.evaluate import served_line
+
+    m = {"served": {"threshold": 0.574, "target_agreement": 0.95, "ood_guard": True, "coverage": 0.662,
+                    "ood_share": 0.022, "local_agreement": 0.962, "accuracy": 0.732}}
+    assert served_line(m) == (
+        "Served as a cascade (threshold 0.574, 2.2% flagged off-distribution), the student answers 66.2% of "
+        "inputs alone at 96.2% agreement with the teacher; served answers 73.2% accurate."
+    )
+    m["served"].update(threshold=None, coverage=0.0, local_agreement=None)
+    assert "every input goes to the teacher" in served_line(m)
+    assert served_line({"served": None}) == ""

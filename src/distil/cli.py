@@ -78,6 +78,17 @@ class _LabelDisplay:
             self.progress.stop()
 
 
+def _print_verdict(metrics: dict[str, Any]) -> None:
+    from distil.evaluate import served_line
+
+    if not metrics:
+        return
+    out.print(metrics.get("verdict", ""))
+    line = served_line(metrics)
+    if line and not metrics.get("verdict_withheld"):
+        out.print(line)
+
+
 def _print_label_summary(stats: Any, journal_path: Path, export: Path | None) -> None:
     console.print(
         f"teacher calls this run: {stats.calls} (attempts {stats.attempts}), from journal: {stats.from_journal}, "
@@ -285,7 +296,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         label_column=args.label_column, text_column=args.text_column, out=Path(args.out),
         allow_overlap=args.allow_overlap,
     )
-    out.print(metrics.get("verdict", ""))
+    _print_verdict(metrics)
     out.print(f"metrics: {Path(args.out) / 'metrics.json'}\nreport: {Path(args.out) / 'report.html'}")
     return 2 if metrics.get("verdict_withheld") else 0
 
@@ -300,7 +311,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_cost=args.max_cost, valid=Path(args.valid) if args.valid else None, strategy=args.strategy,
         console=console,
     )
-    out.print(metrics.get("verdict", "") if metrics else "")
+    _print_verdict(metrics)
     return 0
 
 
@@ -309,7 +320,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from distil.pipeline import demo
 
     metrics = demo(Path(args.out), console=console, quick=args.quick)
-    out.print(metrics.get("verdict", ""))
+    _print_verdict(metrics)
     return 0
 
 

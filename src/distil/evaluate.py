@@ -1184,6 +1184,21 @@ def _cost_clause(metrics: Mapping[str, Any]) -> str:
     return f"; at more than {share} of the teacher's cost it misses the cost target"
 
 
+def served_line(metrics: Mapping[str, Any]) -> str:
+    """One line on the served cascade: how much it answers locally and how well (empty if unmeasured)."""
+    s = metrics.get("served")
+    if not s or s.get("coverage") is None:
+        return ""
+    if s["threshold"] is None:
+        return (f"Served as a cascade, every input goes to the teacher: no threshold meets "
+                f"{s['target_agreement']:.0%} agreement on the held-out split.")
+    local = "" if s.get("local_agreement") is None else f" at {s['local_agreement']:.1%} agreement with the teacher"
+    acc = "" if s.get("accuracy") is None else f"; served answers {s['accuracy']:.1%} accurate"
+    guard = f", {s['ood_share']:.1%} flagged off-distribution" if s.get("ood_guard") else ""
+    return (f"Served as a cascade (threshold {s['threshold']:.3f}{guard}), the student answers "
+            f"{s['coverage']:.1%} of inputs alone{local}{acc}.")
+
+
 def _target_clause(metrics: Mapping[str, Any]) -> str:
     """"; it meets the 95% retention target (95% CI …)" — or says the interval does not settle it."""
     target = metrics.get("target") or {}
