@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from distil.cascade import Cascade
 from distil.errors import DataError
 from distil.route import Router
 
@@ -162,7 +163,7 @@ def drift(
     notes: list[str] = []
     if len(texts) < len(recent_texts):
         notes.append(f"{len(recent_texts) - len(texts)} empty texts skipped")
-    decisions = router.decide(texts)
+    decisions = Cascade(router).decide(texts)  # who would answer each recent input when served
     n = len(decisions)
     pred = np.array([labels.index(d.label) for d in decisions], dtype=np.int64)
     p_recent = _dist(pred, k)
