@@ -36,10 +36,10 @@ _HASH_BYTES = 16
 
 
 def text_hash(text: str) -> bytes:
-    """The first 16 bytes of the sha256 of a text's UTF-8 bytes (what ``train_texts.sha256`` holds)."""
-    import hashlib
+    """The first 16 bytes of a text's content key (what ``train_texts.sha256`` holds)."""
+    from distil.embcache import text_key
 
-    return hashlib.sha256(text.encode("utf-8")).digest()[:_HASH_BYTES]
+    return text_key(text)[:_HASH_BYTES]
 
 
 def write_train_hashes(folder: Path, texts: Sequence[str]) -> Path:

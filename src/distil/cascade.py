@@ -73,16 +73,9 @@ class Cascade:
         self.router = router
 
     @classmethod
-    def load(
-        cls, artifact_dir: str | Path, *, target_agreement: float | None = None, threshold: float | None = None
-    ) -> Cascade:
-        """The cascade of an artifact folder, from its ``router.json`` (see :meth:`Router.load`)."""
-        return cls(Router.load(artifact_dir, target_agreement=target_agreement, threshold=threshold))
-
-    @property
-    def threshold(self) -> float:
-        """The confidence threshold in force (``inf``: every input goes to the teacher)."""
-        return self.router.threshold
+    def load(cls, artifact_dir: str | Path) -> Cascade:
+        """The cascade of an artifact folder, as its ``router.json`` stores it (see :meth:`Router.load`)."""
+        return cls(Router.load(artifact_dir))
 
     def decide(self, texts: Sequence[str]) -> list[Decision]:
         """The first half of the rule: for each text, may the student answer alone?"""

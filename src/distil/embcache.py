@@ -92,6 +92,18 @@ class EmbeddingCache:
         self._db.close()
 
 
+_OPEN: dict[Path, EmbeddingCache] = {}
+
+
+def _open(path: Path) -> EmbeddingCache:
+    """The process's one open cache for ``path`` (labeling calls the encoder once per small batch)."""
+    with _LOCK:
+        cache = _OPEN.get(path)
+        if cache is None:
+            cache = _OPEN[path] = EmbeddingCache(path)
+        return cache
+
+
 def cache_path(config: str) -> Path:
     """Where the cache file of an encoder configuration lives."""
     from distil.models import cache_dir
@@ -108,26 +120,23 @@ def encode_cached(
     Falls back to ``encode`` for everything when the cache cannot be opened or written (a full
     or read-only disk must not stop the work; it is logged).
     """
+    if not texts:
+        return encode([])
     keys = [text_key(t) for t in texts]
     try:
-        cache = EmbeddingCache(cache_path(config))
+        cache = _open(cache_path(config))
     except (sqlite3.Error, OSError) as exc:
         log.warning("embedding cache unavailable (%s); embedding without it", exc)
         return encode(list(texts))
-    try:
-        found = cache.get_many(list(dict.fromkeys(keys)))
-        todo = list(dict.fromkeys(k for k in keys if k not in found))
-        if todo:
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            fresh = encode([texts[first[k]] for k in todo])
-            new = {k: np.asarray(fresh[j], dtype=np.float32) for j, k in enumerate(todo)}
-            try:
-                cache.put_many(list(new.items()))
-            except (sqlite3.Error, OSError) as exc:
-                log.warning("could not write the embedding cache (%s); results are not affected", exc)
-            found.update(new)
-        if not keys:
-            return encode([])
-        return np.stack([found[k] for k in keys]).astype(np.float32)
-    finally:
-        cache.close()
+    text_of = dict(zip(keys, texts, strict=True))  # one text per key (a repeated text is embedded once)
+    found = cache.get_many(list(text_of))
+    todo = [k for k in text_of if k not in found]
+    if todo:
+        fresh = encode([text_of[k] for k in todo])
+        new = {k: np.asarray(fresh[j], dtype=np.float32) for j, k in enumerate(todo)}
+        try:
+            cache.put_many(list(new.items()))
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("could not write the embedding cache (%s); results are not affected", exc)
+        found.update(new)
+    return np.stack([found[k] for k in keys]).astype(np.float32)

@@ -201,7 +201,8 @@ def train(
     """Train the ladder ``students`` on ``labeled``, select one, write the artifact folder ``out``.
 
     Always ends by fitting the serving router (confidence threshold + OOD guard, ``router.json``)
-    for agreement ``router_target`` (default: ``target``), so every artifact serves the same way.
+    for agreement ``router_target`` (default: ``target`` when it is strictly between 0 and 1, else
+    :data:`DEFAULT_ROUTER_TARGET`), so every artifact serves the same way.
 
     ``target``: minimum held-out agreement with the teacher (argmax match) for a student to be
     chosen.  ``hard``: train on the teacher's argmax only (ablation).  ``resume``: continue the

@@ -7,19 +7,30 @@ Texts longer than ``max_seq_length`` tokens are truncated, with a warning that s
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from distil.errors import ArtifactError
 from distil.students.base import HeadStudent
 
+if TYPE_CHECKING:
+    from distil.teachers.local import Encoder
+
 log = logging.getLogger("distil.students")
 
+
+@functools.lru_cache(maxsize=8)
+def _shared_encoder(base: str, max_seq_length: int, batch_size: int) -> Encoder:
+    """One :class:`Encoder` per configuration in the process (its model path and fingerprint found once)."""
+    from distil.teachers.local import Encoder
+
+    return Encoder(base, max_seq_length=max_seq_length, batch_size=batch_size)
 
 
 class TruncationWarning(UserWarning):
@@ -103,9 +114,7 @@ class EncoderStudent(HeadStudent):
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised sentence embeddings, (n, d) float32 (long texts truncated with a warning)."""
-        from distil.teachers.local import Encoder
-
-        encoder = Encoder(self.base, max_seq_length=self.max_seq_length, batch_size=self.encode_batch_size)
+        encoder = _shared_encoder(self.base, self.max_seq_length, self.encode_batch_size)
         model = encoder.load()
         if not len(texts):
             return np.zeros((0, embedding_dim(model)), dtype=np.float32)
