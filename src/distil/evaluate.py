@@ -682,12 +682,7 @@ def evaluate(
         )
     if ts.skipped_rows:
         warnings.append(f"{ts.skipped_rows} test row(s) had empty or non-text input and were skipped")
-    overlap = _overlap(art, ts.uniques)
-    if overlap["seen_in_training"]:
-        warnings.append(
-            f"{overlap['seen_in_training']} of {overlap['n_test_texts']} test texts were in the student's "
-            "training data: its figures on them are inflated"
-        )
+    overlap = _overlap(art, ts.uniques, warnings)
 
     # -- the teacher, through the journal ------------------------------------------------------
     teacher_obj = teacher or make_teacher(the_task)
@@ -1005,11 +1000,7 @@ def evaluate(
         "ci": {name: list(v) for name, v in sorted(ci.items())},
         "ci_method": {"kind": "percentile bootstrap", "resamples": n_resamples, "level": 0.95, "seed": seed,
                       "paired": True},
-        "target": {
-            **_target_decision(the_task.targets.min_retention, retention, ci.get("retention")),
-            "max_cost_ratio": the_task.targets.max_cost_ratio,
-            "cost_met": None if cost_ratio is None else bool(cost_ratio * the_task.targets.max_cost_ratio >= 1.0),
-        },
+        "target": _targets(the_task, retention, ci.get("retention"), cost_ratio),
         "measurement": {
             "core_hour_usd": core_hour_usd,
             "memory_method": "tracemalloc peak during one batch call (Python + numpy allocations; "
@@ -1021,14 +1012,7 @@ def evaluate(
         "warnings": warnings,
     }
     metrics["overlap"] = overlap
-    metrics["verdict"] = verdict(metrics)
-    metrics["verdict_withheld"] = bool(overlap["seen_in_training"]) and not allow_overlap
-    if metrics["verdict_withheld"]:
-        metrics["verdict"] = (
-            f"No verdict: {overlap['seen_in_training']} of {overlap['n_test_texts']} test texts were in the "
-            "student's training data, so its figures overstate it. Evaluate on texts it never saw "
-            "(or pass --allow-overlap to print the verdict anyway)."
-        )
+    metrics["verdict"], metrics["verdict_withheld"] = _verdict_or_refusal(metrics, overlap, allow_overlap)
     disagreements = _disagreements(ts, rows, row_numbers, t_probs, chosen_probs, gold, labels)
     metrics["measurement"]["seconds"] = time.perf_counter() - t_start
     metrics = _clean(metrics)
@@ -1134,7 +1118,19 @@ def _served(
     }
 
 
-def _overlap(art: Any, uniques: Sequence[str]) -> dict[str, Any]:
+def _targets(
+    task: Task, retention: float, interval: Sequence[float] | None, cost_ratio: float | None
+) -> dict[str, Any]:
+    """metrics.json's ``target``: the retention decision (by interval) and the cost target."""
+    limit = task.targets.max_cost_ratio
+    return {
+        **_target_decision(task.targets.min_retention, retention, interval),
+        "max_cost_ratio": limit,
+        "cost_met": None if cost_ratio is None else bool(cost_ratio * limit >= 1.0),
+    }
+
+
+def _overlap(art: Any, uniques: Sequence[str], warnings: list[str]) -> dict[str, Any]:
     """How many distinct test texts are in the artifact's training hash set (None: not recorded)."""
     from distil.artifact import text_hash
 
@@ -1142,7 +1138,23 @@ def _overlap(art: Any, uniques: Sequence[str]) -> dict[str, Any]:
     if seen is None:
         return {"n_test_texts": len(uniques), "seen_in_training": None, "checked": False}
     n = sum(text_hash(u) in seen for u in uniques)
+    if n:
+        warnings.append(
+            f"{n} of {len(uniques)} test texts were in the student's training data: its figures on them are inflated"
+        )
     return {"n_test_texts": len(uniques), "seen_in_training": n, "checked": True}
+
+
+def _verdict_or_refusal(metrics: Mapping[str, Any], overlap: Mapping[str, Any], allow: bool) -> tuple[str, bool]:
+    """(verdict, withheld): no verdict on a student whose test texts it was trained on, unless allowed."""
+    if not overlap["seen_in_training"] or allow:
+        return verdict(metrics), False
+    return (
+        f"No verdict: {overlap['seen_in_training']} of {overlap['n_test_texts']} test texts were in the "
+        "student's training data, so its figures overstate it. Evaluate on texts it never saw "
+        "(or pass --allow-overlap to print the verdict anyway).",
+        True,
+    )
 
 
 def verdict(metrics: Mapping[str, Any]) -> str:

@@ -136,6 +136,39 @@ def _time_member(student: Student, texts: Sequence[str]) -> tuple[float, float]:
         return measure_latency(student, texts, calls=10)
 
 
+def _calibrate_and_time(
+    student: Student, name: str, val_texts: Sequence[str], val_probs: np.ndarray, *, hard: bool, train_s: float
+) -> tuple[dict[str, Any], np.ndarray]:
+    """A fitted member's ladder record: held-out agreement, temperature (set on it), ECE, CPU time, size.
+
+    Returns the record and the member's held-out logits.
+    """
+    from distil.students.base import softmax
+
+    val_hard = val_probs.argmax(axis=1)
+    with step(f"the {name} student's answers for {len(val_texts)} held-out texts"), caching():
+        logits = student.predict_logits(val_texts)
+    temp = fit_temperature(logits, val_probs)
+    student.temperature_ = temp
+    with step(f"timing the {name} student"):
+        ms, pps = _time_member(student, val_texts)
+    rec: dict[str, Any] = {
+        "name": name,
+        "soft": not hard,
+        "agreement": round(float(np.mean(logits.argmax(axis=1) == val_hard)), 6),
+        "ece": round(ece(softmax(logits / temp), val_hard), 6),
+        "ece_before": round(ece(softmax(logits), val_hard), 6),
+        "temperature": round(temp, 6),
+        "ms_per_pred": round(ms, 4),
+        "preds_per_s": round(pps, 1),
+        "size_mb": round(student.size_bytes() / 1e6, 3),
+        "train_s": round(train_s, 2),
+        "needs_torch": student.needs_torch,
+        "chosen": False,
+    }
+    return rec, logits
+
+
 def _check_data(labeled: LabeledSet, warnings: list[str]) -> LabeledSet:
     if len(labeled.labels) < 2:
         raise DataError(f"labeled set: need at least 2 labels, found {labeled.labels}")
@@ -240,7 +273,6 @@ def train(
     probs = labeled.probs[tr_idx]
     val_texts = [labeled.texts[i] for i in ho_idx]
     val_probs = labeled.probs[ho_idx]
-    val_hard = val_probs.argmax(axis=1)
     heldout = LabeledSet(
         texts=val_texts,
         probs=val_probs,
@@ -287,35 +319,11 @@ def train(
             log.warning(msg)
             continue
         say(f"calibrating and timing {name}")
-        with step(f"the {name} student's answers for {len(val_texts)} held-out texts"), caching():
-            logits = student.predict_logits(val_texts)
-        agreement = float(np.mean(logits.argmax(axis=1) == val_hard))
-        temp = fit_temperature(logits, val_probs)
-        student.temperature_ = temp
-        from distil.students.base import softmax
-
-        ece_before = ece(softmax(logits), val_hard)
-        ece_after = ece(softmax(logits / temp), val_hard)
-        with step(f"timing the {name} student"):
-            ms, pps = _time_member(student, val_texts)
+        rec, logits = _calibrate_and_time(student, name, val_texts, val_probs, hard=hard, train_s=train_s)
         folder = out / "ladder" / name
         if folder.exists():
             shutil.rmtree(folder)
         student.save(folder)
-        rec: dict[str, Any] = {
-            "name": name,
-            "soft": not hard,
-            "agreement": round(agreement, 6),
-            "ece": round(ece_after, 6),
-            "ece_before": round(ece_before, 6),
-            "temperature": round(temp, 6),
-            "ms_per_pred": round(ms, 4),
-            "preds_per_s": round(pps, 1),
-            "size_mb": round(student.size_bytes() / 1e6, 3),
-            "train_s": round(train_s, 2),
-            "needs_torch": student.needs_torch,
-            "chosen": False,
-        }
         if labeled.gold is not None:
             gold_idx = [
                 (i, labeled.labels.index(g)) for i, g in enumerate(heldout.gold or []) if g in labeled.labels
@@ -332,7 +340,8 @@ def train(
             rec["val_gold_acc"] = round(val_acc, 6)
             rec["val_retention"] = round(val_acc / teacher_val_acc, 6)
         ladder.append(rec)
-        log.info("%s: agreement %.4f, %.3f ms/pred, %.1f MB", name, agreement, ms, rec["size_mb"])
+        log.info("%s: agreement %.4f, %.3f ms/pred, %.1f MB", name, rec["agreement"], rec["ms_per_pred"],
+                 rec["size_mb"])
     if not ladder:
         raise DataError("train: no student could be trained", hint="; ".join(warnings))
     key = "val_retention" if validation is not None else "agreement"
@@ -397,10 +406,9 @@ def train(
         n_train=len(texts),
         n_heldout=len(val_texts),
     )
-    if router_target is None:  # a selection target of 0 or 1 ("any student", "perfect") is no routing target
-        router_target = target if 0.0 < target < 1.0 else DEFAULT_ROUTER_TARGET
-    with step("fitting the serving router (threshold + OOD guard)"):
-        result.router = attach_router(out, labeled, router_target)
+    # a selection target of 0 or 1 ("any student", "perfect") is no routing target
+    routing = router_target if router_target is not None else (target if 0.0 < target < 1.0 else DEFAULT_ROUTER_TARGET)
+    result.router = attach_router(out, labeled, routing)
     return result
 
 
@@ -486,6 +494,6 @@ def attach_router(out: Path, labeled: LabeledSet, target_agreement: float) -> An
 
     held = set(load_artifact(out).heldout().texts)
     train_texts = [t for t in labeled.texts if t not in held]
-    with _warnings.catch_warnings(), caching():  # the student's features of texts it was trained on
-        _warnings.simplefilter("ignore")
+    with step("fitting the serving router (threshold + OOD guard)"), _warnings.catch_warnings(), caching():
+        _warnings.simplefilter("ignore")  # caching: the student's features of texts it was trained on
         return fit_router(out, train_texts, target_agreement=target_agreement)
