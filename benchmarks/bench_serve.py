@@ -182,7 +182,7 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     code = (
-        "from distil.serve import serve; "
+        "from distil.serving import serve; "
         f"serve({str(art)!r}, task={str(task_dir / 'task.toml')!r}, port={port}, log_level='warning', "
         f"max_batch={args.max_batch}, max_wait_ms={args.max_wait_ms}, "
         "breaker_failures=5, breaker_cooldown_s=5)"

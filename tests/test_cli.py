@@ -88,7 +88,7 @@ def test_dry_run_shows_the_estimate_and_sends_nothing(tmp_path: Path) -> None:
     [
         ("empty.csv", b"", ["empty.csv", "empty"]),
         ("header_only.csv", b"text\n", ["no data rows"]),
-        ("wrong_col.csv", b"body\nhello\n", ["['text']", "not found", "['body']"]),
+        ("wrong_col.csv", b"body\nhello\n", ["'text'", "not found", "['body']"]),
         ("binary.csv", b"\x00\x01\x02PK\x03\x04" * 50, ["binary"]),
         ("latin1.csv", "text\nok\ncaf\xe9 au lait\n".encode("latin-1"), ["not UTF-8", "line 3"]),
         ("blank.csv", b"text\n\"\"\n\"  \"\n", ["every row is empty"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import fixtures_serve as fx
@@ -83,7 +84,7 @@ def test_fixed_sequence_stops_at_the_first_failure() -> None:
     # grid 0.9 > 0.8 > 0.7 > 0.6; target 0.9
     conf, agree = _blocks([(0.95, 100, 0), (0.85, 100, 2), (0.75, 100, 30), (0.65, 2000, 0)])
     grid = np.array([0.9, 0.8, 0.7, 0.6])
-    th = calibrate_threshold(conf, agree, target=0.9, level=0.95, grid=grid, start=0.0)
+    th = calibrate_threshold(conf, agree, target=0.9, level=0.95, method="sequence", grid=grid, start=0.0)
     # 0.9: 100/100 passes; 0.8: 198/200 passes; 0.7: 268/300 fails -> stop.
     assert th.value == 0.8 and th.qualified and th.tested == 3
     assert (th.answered, th.agreed, th.n) == (200, 198, 2300)
@@ -96,7 +97,7 @@ def test_fixed_sequence_stops_at_the_first_failure() -> None:
 def test_untestable_prefix_is_skipped_not_failed() -> None:
     # at 0.99 only 5 inputs: too few to ever pass at target 0.9 (needs 29) — skipped, scan goes on
     conf, agree = _blocks([(0.995, 5, 1), (0.95, 200, 0)])
-    th = calibrate_threshold(conf, agree, target=0.9, grid=np.array([0.99, 0.9]), start=0.0)
+    th = calibrate_threshold(conf, agree, target=0.9, method="sequence", grid=np.array([0.99, 0.9]), start=0.0)
     assert th.value == 0.9 and th.answered == 205 and th.agreed == 204
 
 
@@ -104,12 +105,12 @@ def test_start_skips_small_prefixes_and_gives_the_first_test_more_power() -> Non
     conf, agree = _blocks([(0.99, 300, 1), (0.95, 1000, 3)])
     grid = np.array([0.98, 0.9])
     with pytest.warns(RoutingWarning):  # 299/300 cannot show 0.99; the scan stops there
-        assert math.isinf(calibrate_threshold(conf, agree, target=0.99, grid=grid, start=0.0).value)
-    th = calibrate_threshold(conf, agree, target=0.99, grid=grid, start=0.5)
+        assert math.isinf(calibrate_threshold(conf, agree, target=0.99, method="sequence", grid=grid, start=0.0).value)
+    th = calibrate_threshold(conf, agree, target=0.99, method="sequence", grid=grid, start=0.5)
     assert th.value == 0.9 and th.tested == 1 and (th.answered, th.agreed) == (1300, 1296)
     assert th.lower_bound == pytest.approx(beta.ppf(0.05, 1296, 5)) and th.lower_bound >= 0.99
     with pytest.raises(ConfigError, match="start"):
-        calibrate_threshold(conf, agree, target=0.99, start=1.0)
+        calibrate_threshold(conf, agree, target=0.99, method="sequence", start=1.0)
 
 
 def test_nothing_qualifies_routes_everything_to_the_teacher_with_a_warning() -> None:
@@ -141,12 +142,69 @@ def test_guarantee_holds_in_simulation() -> None:
         a = rng.random(n) < 1 - 0.2 * (1 - c)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RoutingWarning)
-            th = calibrate_threshold(c, a, target=0.97, level=0.95)
+            th = calibrate_threshold(c, a, target=0.97, level=0.95, method="sequence")
         if math.isfinite(th.value):
             chosen += 1
             bad += th.value < 0.7 - 1e-9
     assert chosen > reps * 0.5  # it usually finds one (a disagreement among the first testable few stops it)
     assert bad / reps <= 0.075, f"violations {bad}/{reps}"
+
+
+def _noisy_teacher_stream(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A strong student against a teacher that answers 2 % of inputs at random (10 labels): even its
+    most confident answers disagree with the teacher about 1.8 % of the time."""
+    c = rng.beta(5, 1, n)
+    return c, rng.random(n) < 0.982 * (1 - 0.3 * (1 - c) ** 1.5)
+
+
+def _true_agreement_above() -> Callable[[float], float]:
+    """Exact-enough answered agreement of the noisy stream above a threshold (2M draws)."""
+    c, _ = _noisy_teacher_stream(np.random.default_rng(123), 2_000_000)
+    p = 0.982 * (1 - 0.3 * (1 - c) ** 1.5)
+    order = np.argsort(-c)
+    cum = np.cumsum(p[order]) / np.arange(1, c.size + 1)
+    ranked = c[order]
+
+    def truth(t: float) -> float:
+        m = int(np.searchsorted(-ranked, -t, side="right"))
+        return float(cum[m - 1]) if m else 1.0
+
+    return truth
+
+
+@pytest.mark.parametrize("n", [450, 3000])
+def test_ltt_certificate_holds_and_a_few_confident_teacher_errors_cannot_zero_it(n: int) -> None:
+    """Many calibration sets from a known model: how often the true answered agreement of the chosen
+    threshold is below the target (the promise: at most 5 %), and how much the student answers."""
+    truth = _true_agreement_above()
+    rng = np.random.default_rng(7)
+    reps, violations, found, cov_ltt, cov_seq = 200, 0, 0, 0.0, 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RoutingWarning)
+        for _ in range(reps):
+            c, a = _noisy_teacher_stream(rng, n)
+            th = calibrate_threshold(c, a, target=0.95, level=0.95)
+            seq = calibrate_threshold(c, a, target=0.95, level=0.95, method="sequence")
+            cov_seq += seq.coverage
+            if math.isfinite(th.value):
+                found += 1
+                cov_ltt += th.coverage
+                violations += truth(th.value) < 0.95
+    assert violations / reps <= 0.05 + 0.03, f"violations {violations}/{reps}"
+    assert cov_ltt >= cov_seq, (cov_ltt / reps, cov_seq / reps)  # never less power than the old scan here
+    if n == 3000:  # the whole-traffic agreement is 0.957: a big calibration set certifies almost all of it
+        assert found == reps and cov_ltt / reps >= 0.9
+
+
+def test_ltt_thresholds_come_from_a_fixed_coverage_grid() -> None:
+    conf = np.linspace(0.01, 1.0, 100)
+    th = calibrate_threshold(conf, np.ones(100, dtype=bool), target=0.9, grid_size=4)
+    assert th.method == "ltt-fallback" and th.value == pytest.approx(0.01) and th.answered == 100
+    assert th.tested == 4 and th.lower_bound >= 0.9
+    with pytest.raises(ConfigError, match="1 to 1000 points"):
+        calibrate_threshold(conf, np.ones(100, dtype=bool), target=0.9, grid_size=0)
+    with pytest.raises(ConfigError, match="unknown certificate"):
+        calibrate_threshold(conf, np.ones(100, dtype=bool), target=0.9, method="best")  # type: ignore[arg-type]
 
 
 def test_evaluate_threshold_and_json_roundtrip() -> None:
@@ -293,7 +351,10 @@ def test_fit_router_writes_router_json_and_ood_npz(
     assert th.n > 0 and 0 <= th.teacher_share <= 1
     if th.qualified:
         assert th.lower_bound >= 0.9
-        assert th.lower_bound == pytest.approx(float(beta.ppf(0.05, th.agreed, th.answered - th.agreed + 1)))
+        assert th.bound_level is not None and th.bound_level >= 0.95
+        assert th.lower_bound == pytest.approx(
+            float(beta.ppf(1 - th.bound_level, th.agreed, th.answered - th.agreed + 1))
+        )
     router = Router.load(art)
     assert router.ood is not None and router.threshold == cfg.threshold.value
     # the OOD guard flags clinc150-style foreign queries far more often than banking test queries

@@ -20,10 +20,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from distil.errors import ConfigError
 from distil.journal import Journal
 from distil.label import labeled_set
 from distil.route import Decision, Router, fit_router
-from distil.serve import CircuitBreaker, MicroBatcher, create_app
+from distil.serving import CircuitBreaker, MicroBatcher, create_app
 from distil.task import Task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,6 +234,37 @@ def test_without_a_task_the_student_answers_everything_degraded_where_needed(rou
         assert c.get("/readyz").json()["teacher"] == "none"
 
 
+def test_readyz_is_valid_json_when_everything_goes_to_the_teacher(router: Router) -> None:
+    import copy
+    import dataclasses
+
+    teacher_only = copy.copy(router)
+    teacher_only.config = dataclasses.replace(
+        router.config, threshold=dataclasses.replace(router.config.threshold, value=math.inf)
+    )
+    with TestClient(create_app(teacher_only)) as c:
+        r = c.get("/readyz")
+        body = json.loads(r.text, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert r.status_code == 200 and body["threshold"] is None and body["answers_locally"] is False
+    assert any("every input goes to the teacher" in why for why in body["degraded"])
+    assert any("no teacher" in why for why in body["degraded"])
+
+
+def test_an_empty_token_or_an_unset_token_variable_is_refused(router: Router, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distil.cli.commands import _token
+
+    with pytest.raises(ConfigError, match="token is empty"):
+        create_app(router, token=" ")
+    monkeypatch.delenv("DISTIL_TEST_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="not set"):
+        _token("DISTIL_TEST_TOKEN")
+    monkeypatch.setenv("DISTIL_TEST_TOKEN", "")
+    with pytest.raises(ConfigError, match="empty"):
+        _token("DISTIL_TEST_TOKEN")
+    monkeypatch.setenv("DISTIL_TEST_TOKEN", "s3cret")
+    assert _token("DISTIL_TEST_TOKEN") == "s3cret"
+
+
 def test_circuit_breaker_states() -> None:
     now = [0.0]
     b = CircuitBreaker(failures=3, cooldown_s=10, clock=lambda: now[0])
@@ -367,7 +399,7 @@ def test_serve_a_real_ngram_artifact_without_importing_torch(
 import sys, json
 sys.path.insert(0, {str(ROOT / 'tests')!r})
 from fastapi.testclient import TestClient
-from distil.serve import create_app
+from distil.serving import create_app
 app = create_app({str(art)!r}, task={str(task_path)!r}, target_agreement=0.95)
 with TestClient(app) as c:
     r = c.post("/v1/classify", json={{"inputs": {json.dumps(test[:20] + fx.FOREIGN)}}})

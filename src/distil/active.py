@@ -345,6 +345,44 @@ def _default_student(seed: int) -> Any:
     return QuickStudent(seed)
 
 
+@dataclass(frozen=True)
+class ActiveSettings:
+    """How :func:`label_active` plans its rounds (its keyword arguments of the same names).
+
+    Sizes left at ``None`` (or 0) follow the pool, the budget and the number of labels (:meth:`sizes`).
+    """
+
+    strategy: str = "active"
+    seed: int = 0
+    heldout_size: int | None = None
+    seed_size: int | None = None
+    round_size: int | None = None
+    patience: int = 3
+    min_gain: float = 0.002
+    stable_at: float = 0.99
+    candidates: float = 1.0
+    seed_method: str = "kmeans"
+    select: str = "balanced"
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an unknown seed method, selection or strategy."""
+        if self.seed_method not in ("kmeans", "kcenter"):
+            raise ConfigError(f"unknown seed method {self.seed_method!r}", hint="choose kmeans or kcenter")
+        if self.select not in SELECTIONS:
+            raise ConfigError(f"unknown selection {self.select!r}", hint=f"choose one of {', '.join(SELECTIONS)}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}",
+                              hint=f"choose one of {', '.join(STRATEGIES)}, or all")
+
+    def sizes(self, n: int, budget: int, k: int) -> tuple[int, int, int]:
+        """``(held-out, seed round, later rounds)`` sizes for a pool of ``n``, ``budget`` calls, ``k`` labels."""
+        return (
+            self.heldout_size or int(min(max(0.1 * budget, 2 * k), 500, n // 5)),
+            self.seed_size or int(min(max(2 * k, 0.1 * budget), budget)),
+            self.round_size or int(max(10, 0.05 * budget)),
+        )
+
+
 def label_active(
     task: Task,
     texts: Sequence[str],
@@ -389,158 +427,233 @@ def label_active(
     ``margin`` (least sure first); ``candidates > 1`` then keeps ``size`` inputs out of the first
     ``candidates × size`` by k-center diversity (``1``, the default, takes them in order, which did
     best in benchmarks/bench_active.py).  ``seed_method``: ``kmeans`` (typical inputs,
-    :func:`typical_seed`) or ``kcenter`` (farthest-first, :func:`k_center`).
+    :func:`typical_seed`) or ``kcenter`` (farthest-first, :func:`k_center`).  The round settings are
+    checked and kept together as :class:`ActiveSettings`.
     """
-    if seed_method not in ("kmeans", "kcenter"):
-        raise ConfigError(f"unknown seed method {seed_method!r}", hint="choose kmeans or kcenter")
-    if select not in SELECTIONS:
-        raise ConfigError(f"unknown selection {select!r}", hint=f"choose one of {', '.join(SELECTIONS)}")
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {strategy!r}", hint=f"choose one of {', '.join(STRATEGIES)}, or all")
+    settings = ActiveSettings(
+        strategy=strategy, seed=seed, heldout_size=heldout_size, seed_size=seed_size, round_size=round_size,
+        patience=patience, min_gain=min_gain, stable_at=stable_at, candidates=candidates,
+        seed_method=seed_method, select=select,
+    )
+    settings.check()
     pool = list(dict.fromkeys(texts))
-    n = len(pool)
-    if n < 20:
-        raise DataError(f"active labeling needs a pool of at least 20 unique texts, found {n}",
+    if len(pool) < 20:
+        raise DataError(f"active labeling needs a pool of at least 20 unique texts, found {len(pool)}",
                         hint="use --strategy all for small pools")
-    k = len(task.label_names)
-    budget = n if max_calls is None else min(max_calls, n)
+    budget = len(pool) if max_calls is None else min(max_calls, len(pool))
     teacher = teacher or make_teacher(task)
     own = journal is None
     journal = journal or Journal(task.journal_path)
-    rng = np.random.default_rng(seed)
-    heldout_size = heldout_size or int(min(max(0.1 * budget, 2 * k), 500, n // 5))
-    seed_size = seed_size or int(min(max(2 * k, 0.1 * budget), budget))
-    round_size = round_size or int(max(10, 0.05 * budget))
-
-    total = LabelStats(total=n)
-    rounds: list[Round] = []
-    answered: dict[str, np.ndarray] = {}
-    asked: set[str] = set()
-    declined = False
-
-    def ask(batch: list[str], kind: str) -> None:
-        nonlocal declined
-        room = budget - total.calls - total.from_journal
-        batch = [t for t in batch if t not in asked][: max(room, 0)]
-        if not batch:
-            return
-        res = label(task, batch, teacher=teacher, journal=journal, max_cost=None if max_cost is None
-                    else max(max_cost - total.spent, 0.0), progress=None,
-                    source=f"active:{kind}")
-        asked.update(batch)
-        if res.stats.stopped == "declined":
-            declined = True
-        for attr in ("from_journal", "done", "failed", "invalid", "calls", "attempts"):
-            setattr(total, attr, getattr(total, attr) + getattr(res.stats, attr))
-        total.spent += res.stats.spent
-        total.estimate += res.stats.estimate
-        if res.stats.stopped in ("max_cost",):
-            total.stopped = res.stats.stopped
-        for t, p in zip(res.labeled.texts, res.labeled.probs, strict=True):
-            answered[t] = p
-        if progress:
-            progress(total)
-
     try:
+        run = _ActiveRun(task, pool, settings, teacher=teacher, journal=journal, budget=budget,
+                         max_cost=max_cost, progress=progress)
         if confirm is not None:
-            plan = LabelStats(total=n, to_ask=budget)
-            sample = pool[: min(n, 200)]
-            plan.estimate = teacher.estimate_cost(sample) * budget / len(sample)
-            if not confirm(plan):
-                declined = True
-        round_name = "custom"
-        if make_student is None and not declined:
-            round_name, make_student, own_embed = round_student(round_model, pool)
-            embed = embed or own_embed
-        make = make_student or _default_student
-        emb = np.zeros((n, 1), dtype=np.float32)
-        if not declined:
-            emb = cheap_embed(pool, seed=seed) if embed is None else _unit(embed(pool))
-        index = {t: i for i, t in enumerate(pool)}
-        heldout = [pool[i] for i in rng.choice(n, size=heldout_size, replace=False)]
-        if not declined:
-            ask(heldout, "heldout")
-        rounds.append(Round(0, "heldout", len(heldout), len(answered), total.calls + total.from_journal))
-        ho_texts = [t for t in heldout if t in answered]
-        ho_probs = np.array([answered[t] for t in ho_texts], dtype=np.float32).reshape(-1, k)
-        ho_set = set(heldout)
-
-        best, stale, r = -1.0, 0, 1
-        stop_texts = [pool[i] for i in sorted(rng.choice(n, size=min(n, 2000), replace=False).tolist())]
-        last_pred: np.ndarray | None = None
-        fitted: tuple[int, Any] | None = None  # (size of the training set, student) from last round
-        while not declined and total.stopped is None and total.calls + total.from_journal < budget:
-            remaining = np.array([index[t] for t in pool if t not in asked], dtype=np.int64)
-            if not len(remaining):
-                break
-            train_texts = [t for t in answered if t not in ho_set]
-            size = seed_size if r == 1 else round_size
-            if strategy == "random":
-                pick = rng.choice(remaining, size=min(size, len(remaining)), replace=False)
-                kind = "random"
-            elif r == 1 or len(train_texts) < 2 * k:
-                sub = (typical_seed(emb[remaining], size, seed=seed) if seed_method == "kmeans"
-                       else k_center(emb[remaining], size, seed=seed))
-                pick = remaining[sub]
-                kind = "seed"
-            else:
-                if fitted is not None and fitted[0] == len(train_texts):
-                    student = fitted[1]  # trained on exactly these answers at the end of last round
-                else:
-                    student = _fit(make, seed, train_texts, answered, task)
-                q = student.predict_proba([pool[i] for i in remaining])
-                order = balanced_order(q) if select == "balanced" else np.argsort(margin(q), kind="stable")
-                cand = remaining[order[: max(int(candidates * size), size)]]
-                if len(cand) <= size:
-                    pick = cand
-                else:
-                    labeled_idx = np.array([index[t] for t in train_texts], dtype=np.int64)
-                    # diversity inside the candidates, measured against everything already labeled
-                    sub = k_center(np.concatenate([emb[cand], emb[labeled_idx]]), size + len(labeled_idx),
-                                   exclude=np.arange(len(cand), len(cand) + len(labeled_idx)), seed=seed)
-                    pick = cand[[s for s in sub if s < len(cand)][:size]]
-                kind = "uncertain"
-            ask([pool[i] for i in pick], kind)
-            train_texts = [t for t in answered if t not in ho_set]
-            agreement = stability = None
-            if len(ho_texts) and len({int(np.argmax(answered[t])) for t in train_texts}) >= 2:
-                student = _fit(make, seed, train_texts, answered, task)
-                fitted = (len(train_texts), student)
-                agreement = float(np.mean(student.predict_proba(ho_texts).argmax(1) == ho_probs.argmax(1)))
-                pred = student.predict_proba(stop_texts).argmax(1)
-                if last_pred is not None:
-                    stability = float(np.mean(pred == last_pred))
-                last_pred = pred
-            rounds.append(Round(r, kind, len(pick), len(answered), total.calls + total.from_journal, agreement,
-                                stability))
-            if on_round is not None:
-                on_round(rounds[-1], answered)
-            log.info("round %d (%s): %d asked, agreement %s", r, kind, len(pick), agreement)
-            if agreement is not None:
-                if agreement > best + min_gain:
-                    best, stale = agreement, 0
-                else:
-                    stale += 1
-                    if stale >= patience and stability is not None and stability >= stable_at:
-                        break
-            r += 1
-        if declined:
-            total.stopped = "declined"
-        elif total.stopped is None and total.calls + total.from_journal >= budget and budget < n:
-            total.stopped = "max_calls"
-        total.to_ask = len(asked)
-        total.skipped = n - len(asked)
-        texts_done = list(answered)
-        probs = np.array([answered[t] for t in texts_done], dtype=np.float32).reshape(-1, k)
-        labeled = LabeledSet(texts_done, probs, task.label_names, teacher=teacher.fingerprint())
-        labeled.info = {"strategy": strategy, "rounds": [x.as_dict() for x in rounds], "round_student": round_name}
-        run_id = journal.start_run(teacher.fingerprint(), f"active:{strategy}", {"seed": seed})
-        journal.finish_run(run_id, {**labeled.info, **total.as_dict()})
-        return ActiveResult(stats=total, labeled=labeled, teacher=teacher.fingerprint(), rounds=rounds,
-                            strategy=strategy, heldout=ho_texts)
+            run.confirm(confirm)
+        run.choose_student(make_student, round_model, embed)
+        run.ask_heldout()
+        run.ask_rounds(on_round)
+        return run.result()
     finally:
         if own:
             journal.close()
+
+
+class _ActiveRun:
+    """One :func:`label_active` call: the pool, what was asked, what the teacher answered, the rounds.
+
+    Every random draw comes from one generator seeded by ``settings.seed``, in a fixed order
+    (held-out sample, stopping sample, then random picks), so a rerun repeats the same rounds.
+    """
+
+    def __init__(
+        self, task: Task, pool: list[str], settings: ActiveSettings, *, teacher: Teacher, journal: Journal,
+        budget: int, max_cost: float | None, progress: Callable[[LabelStats], None] | None,
+    ) -> None:
+        self.task, self.pool, self.settings = task, pool, settings
+        self.teacher, self.journal = teacher, journal
+        self.budget, self.max_cost, self.progress = budget, max_cost, progress
+        self.k = len(task.label_names)
+        self.heldout_size, self.seed_size, self.round_size = settings.sizes(len(pool), budget, self.k)
+        self.index = {t: i for i, t in enumerate(pool)}
+        self.rng = np.random.default_rng(settings.seed)
+        self.total = LabelStats(total=len(pool))
+        self.rounds: list[Round] = []
+        self.answered: dict[str, np.ndarray] = {}
+        self.asked: set[str] = set()
+        self.declined = False
+        self.round_name = "custom"
+        self.make: Callable[[int], Any] = _default_student
+        self.emb = np.zeros((len(pool), 1), dtype=np.float32)
+        self.heldout: set[str] = set()
+        self.ho_texts: list[str] = []
+        self.ho_probs = np.zeros((0, self.k), dtype=np.float32)
+        self.best, self.stale = -1.0, 0  # best held-out agreement so far; rounds since it improved
+        self.last_pred: np.ndarray | None = None  # the stopping sample's predictions after last round
+        self.fitted: tuple[int, Any] | None = None  # (size of the training set, student) from last round
+
+    @property
+    def used(self) -> int:
+        """Teacher answers so far, paid for or from the journal: what the budget counts."""
+        return self.total.calls + self.total.from_journal
+
+    def train_texts(self) -> list[str]:
+        """The answered texts the round student learns from (the held-out sample kept out)."""
+        return [t for t in self.answered if t not in self.heldout]
+
+    def confirm(self, confirm: Callable[[LabelStats], bool]) -> None:
+        """Show the plan and its estimated cost; a refusal declines the whole run."""
+        n = len(self.pool)
+        plan = LabelStats(total=n, to_ask=self.budget)
+        sample = self.pool[: min(n, 200)]
+        plan.estimate = self.teacher.estimate_cost(sample) * self.budget / len(sample)
+        if not confirm(plan):
+            self.declined = True
+
+    def choose_student(
+        self, make_student: Callable[[int], Any] | None, round_model: str,
+        embed: Callable[[Sequence[str]], np.ndarray] | None,
+    ) -> None:
+        """The round student and the space the seed and diversity are measured in (none once declined)."""
+        if make_student is None and not self.declined:
+            self.round_name, make_student, own_embed = round_student(round_model, self.pool)
+            embed = embed or own_embed
+        self.make = make_student or _default_student
+        if not self.declined:
+            self.emb = cheap_embed(self.pool, seed=self.settings.seed) if embed is None else _unit(embed(self.pool))
+
+    def ask(self, batch: list[str], kind: str) -> None:
+        """Send the inputs of ``batch`` not asked yet, as many as the budget leaves room for."""
+        batch = [t for t in batch if t not in self.asked][: max(self.budget - self.used, 0)]
+        if not batch:
+            return
+        max_cost = None if self.max_cost is None else max(self.max_cost - self.total.spent, 0.0)
+        res = label(self.task, batch, teacher=self.teacher, journal=self.journal, max_cost=max_cost,
+                    progress=None, source=f"active:{kind}")
+        self.asked.update(batch)
+        if res.stats.stopped == "declined":
+            self.declined = True
+        _add_stats(self.total, res.stats)
+        for t, p in zip(res.labeled.texts, res.labeled.probs, strict=True):
+            self.answered[t] = p
+        if self.progress is not None:
+            self.progress(self.total)
+
+    def ask_heldout(self) -> None:
+        """Round 0: a random sample the teacher labels once, to measure the round student on."""
+        heldout = [self.pool[i] for i in self.rng.choice(len(self.pool), size=self.heldout_size, replace=False)]
+        if not self.declined:
+            self.ask(heldout, "heldout")
+        self.rounds.append(Round(0, "heldout", len(heldout), len(self.answered), self.used))
+        self.ho_texts = [t for t in heldout if t in self.answered]
+        self.ho_probs = np.array([self.answered[t] for t in self.ho_texts], dtype=np.float32).reshape(-1, self.k)
+        self.heldout = set(heldout)
+
+    def ask_rounds(self, on_round: Callable[[Round, dict[str, np.ndarray]], None] | None) -> None:
+        """Rounds 1, 2, …: pick, ask, measure; until the budget is spent or agreement has settled."""
+        n = len(self.pool)
+        stop_texts = [self.pool[i] for i in sorted(self.rng.choice(n, size=min(n, 2000), replace=False).tolist())]
+        r = 1
+        while not self.declined and self.total.stopped is None and self.used < self.budget:
+            remaining = np.array([self.index[t] for t in self.pool if t not in self.asked], dtype=np.int64)
+            if not len(remaining):
+                break
+            pick, kind = self.pick(r, remaining)
+            self.ask([self.pool[i] for i in pick], kind)
+            agreement, stability = self.measure(stop_texts)
+            self.rounds.append(Round(r, kind, len(pick), len(self.answered), self.used, agreement, stability))
+            if on_round is not None:
+                on_round(self.rounds[-1], self.answered)
+            log.info("round %d (%s): %d asked, agreement %s", r, kind, len(pick), agreement)
+            if self.settled(agreement, stability):
+                break
+            r += 1
+
+    def pick(self, r: int, remaining: np.ndarray) -> tuple[np.ndarray, str]:
+        """Round ``r``'s picks among the ``remaining`` pool rows, and the kind of round it is."""
+        s, train_texts = self.settings, self.train_texts()
+        size = self.seed_size if r == 1 else self.round_size
+        if s.strategy == "random":
+            return self.rng.choice(remaining, size=min(size, len(remaining)), replace=False), "random"
+        if r == 1 or len(train_texts) < 2 * self.k:
+            sub = (typical_seed(self.emb[remaining], size, seed=s.seed) if s.seed_method == "kmeans"
+                   else k_center(self.emb[remaining], size, seed=s.seed))
+            return remaining[sub], "seed"
+        return self.pick_uncertain(remaining, train_texts, size), "uncertain"
+
+    def pick_uncertain(self, remaining: np.ndarray, train_texts: list[str], size: int) -> np.ndarray:
+        """The ``size`` rows the round student is least sure of; kept diverse when ``candidates > 1``."""
+        s = self.settings
+        if self.fitted is not None and self.fitted[0] == len(train_texts):
+            student = self.fitted[1]  # trained on exactly these answers at the end of last round
+        else:
+            student = _fit(self.make, s.seed, train_texts, self.answered, self.task)
+        q = student.predict_proba([self.pool[i] for i in remaining])
+        order = balanced_order(q) if s.select == "balanced" else np.argsort(margin(q), kind="stable")
+        cand = remaining[order[: max(int(s.candidates * size), size)]]
+        if len(cand) <= size:
+            return cand
+        labeled_idx = np.array([self.index[t] for t in train_texts], dtype=np.int64)
+        # diversity inside the candidates, measured against everything already labeled
+        sub = k_center(np.concatenate([self.emb[cand], self.emb[labeled_idx]]), size + len(labeled_idx),
+                       exclude=np.arange(len(cand), len(cand) + len(labeled_idx)), seed=s.seed)
+        return cand[[i for i in sub if i < len(cand)][:size]]
+
+    def measure(self, stop_texts: list[str]) -> tuple[float | None, float | None]:
+        """Held-out agreement of a student fitted on the answers so far, and the share of unchanged predictions.
+
+        ``(None, None)`` while there is no held-out answer or the answers hold fewer than two classes.
+        """
+        train_texts = self.train_texts()
+        if not len(self.ho_texts) or len({int(np.argmax(self.answered[t])) for t in train_texts}) < 2:
+            return None, None
+        student = _fit(self.make, self.settings.seed, train_texts, self.answered, self.task)
+        self.fitted = (len(train_texts), student)
+        agreement = float(np.mean(student.predict_proba(self.ho_texts).argmax(1) == self.ho_probs.argmax(1)))
+        pred = student.predict_proba(stop_texts).argmax(1)
+        stability = None if self.last_pred is None else float(np.mean(pred == self.last_pred))
+        self.last_pred = pred
+        return agreement, stability
+
+    def settled(self, agreement: float | None, stability: float | None) -> bool:
+        """Whether agreement has not gained ``min_gain`` for ``patience`` rounds and predictions settled."""
+        s = self.settings
+        if agreement is None:
+            return False
+        if agreement > self.best + s.min_gain:
+            self.best, self.stale = agreement, 0
+            return False
+        self.stale += 1
+        return self.stale >= s.patience and stability is not None and stability >= s.stable_at
+
+    def result(self) -> ActiveResult:
+        """Why the run stopped, the labeled set (teacher answers only), and the journal's run record."""
+        total, n, strategy = self.total, len(self.pool), self.settings.strategy
+        if self.declined:
+            total.stopped = "declined"
+        elif total.stopped is None and self.used >= self.budget and self.budget < n:
+            total.stopped = "max_calls"
+        total.to_ask = len(self.asked)
+        total.skipped = n - len(self.asked)
+        texts_done = list(self.answered)
+        probs = np.array([self.answered[t] for t in texts_done], dtype=np.float32).reshape(-1, self.k)
+        fingerprint = self.teacher.fingerprint()
+        labeled = LabeledSet(texts_done, probs, self.task.label_names, teacher=fingerprint)
+        labeled.info = {"strategy": strategy, "rounds": [x.as_dict() for x in self.rounds],
+                        "round_student": self.round_name}
+        run_id = self.journal.start_run(fingerprint, f"active:{strategy}", {"seed": self.settings.seed})
+        self.journal.finish_run(run_id, {**labeled.info, **total.as_dict()})
+        return ActiveResult(stats=total, labeled=labeled, teacher=fingerprint, rounds=self.rounds,
+                            strategy=strategy, heldout=self.ho_texts)
+
+
+def _add_stats(total: LabelStats, stats: LabelStats) -> None:
+    """Add one label() call's counts to the run's; a ``max_cost`` stop stops the run."""
+    for attr in ("from_journal", "done", "failed", "invalid", "calls", "attempts"):
+        setattr(total, attr, getattr(total, attr) + getattr(stats, attr))
+    total.spent += stats.spent
+    total.estimate += stats.estimate
+    if stats.stopped == "max_cost":
+        total.stopped = stats.stopped
 
 
 def _unit(emb: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Layout::
 
-    config.json      format_version, labels, chosen, fingerprints (task, teacher, data), seed, ...
+    config.json      format_version, labels, chosen, fingerprints (task, teacher, data), seed, the
+                     task's [input] rule (``input``: fields, template, max_chars), ...
     labels.json      the label list (column order of every probability matrix)
     ladder.json      one record per trained student (agreement, ECE, latency, size, ...)
     README.md        the model card
@@ -28,6 +29,7 @@ from distil.errors import ArtifactError
 if TYPE_CHECKING:
     from distil.data import LabeledSet
     from distil.students.base import Student
+    from distil.task import InputSpec
 
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("config.json", "labels.json", "ladder.json")
@@ -108,6 +110,23 @@ class Artifact:
         if len(blob) % _HASH_BYTES:
             raise ArtifactError(f"{path}: {len(blob)} bytes is not a whole number of {_HASH_BYTES}-byte hashes")
         return {blob[i : i + _HASH_BYTES] for i in range(0, len(blob), _HASH_BYTES)}
+
+    def input_spec(self) -> InputSpec:
+        """The ``[input]`` rule the ladder was trained with (fields, template, ``max_chars``).
+
+        An artifact written before the rule was stored reads one ``text`` column.
+        """
+        from pydantic import ValidationError
+
+        from distil.task import InputSpec
+
+        try:
+            return InputSpec.model_validate(self.config.get("input") or {})
+        except ValidationError as exc:
+            raise ArtifactError(
+                f"{self.path / 'config.json'}: the stored [input] rule is not valid ({exc.errors()[0]['msg']})",
+                hint="retrain the artifact with distil train",
+            ) from None
 
     def heldout(self) -> LabeledSet:
         """The held-out teacher-labeled split that drove early stopping, calibration and selection."""

@@ -164,3 +164,19 @@ def cpu_cost_per_1m(cpu_seconds_per_pred: float, core_hour_usd: float) -> float:
     if cpu_seconds_per_pred < 0 or core_hour_usd < 0:
         raise ValueError("CPU time and the core-hour price cannot be negative")
     return cpu_seconds_per_pred * 1e6 / 3600.0 * core_hour_usd
+
+
+def cost_ratio(teacher_cost_per_1m: float | None, student_cost_per_1m: float | None) -> float | None:
+    """How many times cheaper the student is than the teacher; None when either cost is unknown or zero."""
+    if not teacher_cost_per_1m or not student_cost_per_1m:
+        return None
+    return teacher_cost_per_1m / student_cost_per_1m
+
+
+def cost_target_met(ratio: float | None, max_cost_ratio: float) -> bool | None:
+    """Whether a student ``ratio`` times cheaper (:func:`cost_ratio`) costs at most ``max_cost_ratio`` of the teacher.
+
+    The task's ``[targets].max_cost_ratio`` rule, shared by selection and the verdict; None when the
+    ratio is unknown.
+    """
+    return None if ratio is None else bool(ratio * max_cost_ratio >= 1.0)

@@ -48,6 +48,8 @@ class InputReport:
     empty: list[int] = field(default_factory=list)
     non_text: list[int] = field(default_factory=list)
     duplicates: int = 0
+    no_gold: list[int] = field(default_factory=list)  # rows with an empty gold cell (when gold is read)
+    gold_conflicts: int = 0  # duplicate texts whose gold labels differ (the first is kept)
 
     def summary(self) -> str:
         """One line for the CLI."""
@@ -58,6 +60,10 @@ class InputReport:
             parts.append(f"{len(self.empty)} empty (skipped; rows {_few(self.empty)})")
         if self.non_text:
             parts.append(f"{len(self.non_text)} not text (skipped; rows {_few(self.non_text)})")
+        if self.no_gold:
+            parts.append(f"{len(self.no_gold)} without a gold label (rows {_few(self.no_gold)})")
+        if self.gold_conflicts:
+            parts.append(f"{self.gold_conflicts} duplicates with a different gold label (the first is kept)")
         return ", ".join(parts)
 
 
@@ -207,13 +213,20 @@ def _read_hf(p: Path) -> Table:
     return Table(p, list(ds.column_names), ds.to_list())
 
 
+_COLUMN_HINTS = {
+    "input": "set [input].fields in the task file, or pass --text-column",
+    "gold label": "pass --label-column with one of those names (or leave it out where gold is optional)",
+}
+
+
 def require_columns(table: Table, columns: Sequence[str], *, what: str = "input") -> None:
     """Raise :class:`DataError` naming the missing columns and those that exist."""
     missing = [c for c in columns if c not in table.columns]
     if missing:
+        named = f"column {missing[0]!r}" if len(missing) == 1 else f"columns {missing}"
         raise DataError(
-            f"{table.path}: {what} column(s) {missing} not found; the file has {table.columns}",
-            hint="set [input].fields in the task file, or pass --text-column",
+            f"{table.path}: {what} {named} not found; the file has {table.columns}",
+            hint=_COLUMN_HINTS.get(what, f"check the {what} column's name"),
         )
 
 
@@ -243,8 +256,8 @@ def extract_texts(table: Table, fields: Sequence[str], render: Any) -> tuple[lis
             report.non_text.append(i)
             mapping.append(-1)
             continue
-        text = render(values).strip()
-        if not text:
+        text = render(values).strip() if any(v.strip() for v in values.values()) else ""
+        if not text:  # every field blank (a template alone is not a text) or rendered to nothing
             report.empty.append(i)
             mapping.append(-1)
             continue
@@ -262,6 +275,147 @@ def extract_texts(table: Table, fields: Sequence[str], render: Any) -> tuple[lis
             f"({len(report.empty)} empty, {len(report.non_text)} not text)"
         )
     return uniques, mapping, report
+
+
+# ---------------------------------------------------------------------------------------------
+# The one input reader every command uses.
+
+
+@dataclass
+class Inputs:
+    """An input file read with the one rule every command shares.
+
+    ``texts`` are the unique usable texts in first-seen order; ``rows[i]`` is the position in ``texts``
+    of data row ``i + 1`` (-1 for an empty or non-text row); ``gold[i]`` its gold label (None where
+    the cell is empty, or for every row when no gold column was asked for).
+    """
+
+    path: Path
+    texts: list[str]
+    rows: list[int]
+    gold: list[str | None]
+    fields: list[str]
+    report: InputReport
+
+    def used_rows(self) -> list[int]:
+        """0-based indices of the rows that have a usable text."""
+        return [i for i, pos in enumerate(self.rows) if pos >= 0]
+
+    def gold_by_text(self) -> dict[str, str]:
+        """The first gold label of each unique text that has one."""
+        out: dict[str, str] = {}
+        for pos, g in zip(self.rows, self.gold, strict=True):
+            if pos >= 0 and g is not None:
+                out.setdefault(self.texts[pos], g)
+        return out
+
+
+def read_inputs(
+    path: str | Path,
+    spec: Any,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    labels: Sequence[str] | None = None,
+    require_gold: bool = False,
+) -> Inputs:
+    """Read the texts (and gold labels) of an input file by one rule.
+
+    Texts: without ``text_column``, ``spec`` (a task's ``[input]``: fields, template, ``max_chars``)
+    renders each row; with it, that one column is the text, cut to ``spec.max_chars``.  Empty and
+    non-text rows are skipped and listed in the report; duplicates are asked once.
+    Gold (``label_column``): each cell is read by :func:`gold_text`; an empty cell means "no gold for
+    this row" (listed in ``report.no_gold``); a value outside ``labels`` is an error naming the row.
+    ``require_gold`` makes a file without any gold label an error.
+    """
+    table = read_table(path)
+    fields, render = _text_rule(spec, text_column)
+    texts, rows, report = extract_texts(table, fields, render)
+    gold: list[str | None] = [None] * len(rows)
+    if label_column is not None:
+        gold = _read_gold(table, rows, label_column, list(labels or []), report)
+        if require_gold and not any(g is not None for g in gold):
+            raise DataError(
+                f"{table.path}: column {label_column!r} has no gold label in any row with a text",
+                hint="fill the gold label column, or pass --label-column with the column that holds them",
+            )
+    return Inputs(table.path, texts, rows, gold, list(fields), report)
+
+
+def _text_rule(spec: Any, text_column: str | None) -> tuple[list[str], Any]:
+    """The fields and the render function for one row: the task's rule, or one named column."""
+    if text_column is None:
+        return list(spec.fields), spec.render
+    max_chars = int(spec.max_chars)
+
+    def render(row: dict[str, str]) -> str:
+        return row[text_column][:max_chars]
+
+    return [text_column], render
+
+
+def _read_gold(
+    table: Table, rows: list[int], column: str, labels: list[str], report: InputReport
+) -> list[str | None]:
+    """Gold label per row (None for empty cells); unknown labels raise with the row and a hint."""
+    require_columns(table, [column], what="gold label")
+    known = set(labels)
+    first: dict[int, str] = {}
+    gold: list[str | None] = []
+    for row_no, (row, pos) in enumerate(zip(table.rows, rows, strict=True), start=1):
+        value = _gold_cell(table, row_no, column, row.get(column)) if pos >= 0 else None
+        if pos >= 0 and value is None:
+            report.no_gold.append(row_no)
+        elif value is not None:
+            value = _as_known(value, known)
+            if value not in known:
+                raise _unknown_label(table, row_no, column, value, row.get(column), labels)
+            if first.setdefault(pos, value) != value:
+                report.gold_conflicts += 1
+        gold.append(value)
+    return gold
+
+
+def _as_known(value: str, known: set[str]) -> str:
+    """A numeric text such as ``"3.0"`` matches label ``"3"`` when the exact text is not a label."""
+    if value in known:
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    whole = str(int(number)) if number.is_integer() else value
+    return whole if whole in known else value
+
+
+def _gold_cell(table: Table, row_no: int, column: str, raw: Any) -> str | None:
+    """One gold cell as label text; None when empty (missing, blank or NaN)."""
+    if raw is None or (isinstance(raw, float) and raw != raw):
+        return None
+    value = gold_text(raw)
+    if value is None:
+        raise DataError(
+            f"{table.path}, row {row_no}, column {column!r}: expected a label (text or number), "
+            f"found {type(raw).__name__}",
+            hint="a gold label cell holds one label name",
+        )
+    return value or None
+
+
+def _unknown_label(table: Table, row_no: int, column: str, value: str, raw: Any, labels: list[str]) -> DataError:
+    near = {lab.lower(): lab for lab in labels}.get(value.lower())
+    hint = (
+        f"did you mean {near!r}? labels must match exactly"
+        if near
+        else "fix the value, or add the label to the task file's labels"
+    )
+    shown = repr(value) if isinstance(raw, str) else f"{raw!r} (read as {value!r})"
+    listed = labels if len(labels) <= 12 else [*labels[:12], "…"]
+    return DataError(
+        f"{table.path}, row {row_no}, column {column!r}: gold label {shown} is not one of the task's "
+        f"{len(labels)} labels {listed}",
+        hint=hint,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -235,6 +235,27 @@ def _counts(rows: list[tuple[str, str]]) -> dict[str, int]:
     return {lab: c.get(lab, 0) for lab in LABELS}
 
 
+def _clean(rows: list[tuple[str, str]], banned: set[str], excluded: dict[str, int]) -> list[tuple[str, str]]:
+    """The rows worth sampling: not empty, not repeated, not in ``banned``; counts the others in ``excluded``.
+
+    Rows are compared on their first :data:`MAX_CHARS` characters (what the task reads).
+    """
+    seen: set[str] = set()
+    kept = []
+    for text, lab in rows:
+        opening = text[:MAX_CHARS]  # what the task reads
+        if not text:
+            excluded["empty narrative"] += 1
+        elif opening in seen:
+            excluded["repeated narrative"] += 1
+        elif opening in banned:
+            excluded["test narrative also in train"] += 1
+        else:
+            seen.add(opening)
+            kept.append((text, lab))
+    return kept
+
+
 def prepare_demo(
     out_dir: Path,
     *,
@@ -262,25 +283,8 @@ def prepare_demo(
     test = _label_rows(read_wheel_split(wheel_path, "test"), f"{wheel_path.name}!test.csv")
 
     excluded = {"empty narrative": 0, "repeated narrative": 0, "test narrative also in train": 0}
-
-    def clean(rows: list[tuple[str, str]], banned: set[str]) -> list[tuple[str, str]]:
-        seen: set[str] = set()
-        kept = []
-        for text, lab in rows:
-            opening = text[:MAX_CHARS]  # what the task reads
-            if not text:
-                excluded["empty narrative"] += 1
-            elif opening in seen:
-                excluded["repeated narrative"] += 1
-            elif opening in banned:
-                excluded["test narrative also in train"] += 1
-            else:
-                seen.add(opening)
-                kept.append((text, lab))
-        return kept
-
-    train = clean(train, set())
-    test = clean(test, {t[:MAX_CHARS] for t, _ in train})
+    train = _clean(train, set(), excluded)
+    test = _clean(test, {t[:MAX_CHARS] for t, _ in train}, excluded)
     if n_gold + n_pool + n_valid > len(train):
         raise DistilError(
             f"the demo's train split has {len(train)} usable rows; n_gold + n_pool = {n_gold + n_pool}",

@@ -134,19 +134,51 @@ def _label(
     source: str,
     started: float,
 ) -> LabelResult:
+    _check_budgets(max_calls, max_cost)
+    fp = teacher.fingerprint()
+    journal.register_teacher(fp, teacher.kind, teacher.identity(), task.label_names)
+    uniques = _unique_texts(texts)
+    keys = {t: call_key(fp, t) for t in uniques}
+    journal.note_uses(keys.values(), source)
+    stats, todo = _plan(uniques, keys, journal, teacher)
+    run_id = journal.start_run(fp, source, {"to_ask": len(todo), "total": len(uniques)})
+    _report(progress, stats)
+    if todo and confirm is not None and not confirm(stats):
+        stats.stopped = "declined"
+        todo = []
+    for start in range(0, len(todo), batch_size):
+        batch = _within_budget(todo[start : start + batch_size], stats, teacher, max_calls, max_cost)
+        if not batch:
+            break
+        _ask(batch, keys, fp, task, teacher, journal, stats, source)
+        _report(progress, stats)
+    stats.skipped = stats.to_ask - stats.calls
+    stats.seconds = time.perf_counter() - started
+    journal.finish_run(run_id, stats.as_dict())
+    _report(progress, stats)
+    return _result(task, uniques, keys, journal, stats, fp)
+
+
+def _check_budgets(max_calls: int | None, max_cost: float | None) -> None:
     if max_calls is not None and max_calls < 0:
         raise DataError(f"--max-calls must be >= 0, found {max_calls}")
     if max_cost is not None and max_cost < 0:
         raise DataError(f"--max-cost must be >= 0, found {max_cost}")
-    fp = teacher.fingerprint()
-    journal.register_teacher(fp, teacher.kind, teacher.identity(), task.label_names)
 
+
+def _unique_texts(texts: list[str]) -> list[str]:
+    """The texts once each, in first-seen order; an empty one is refused."""
     uniques = list(dict.fromkeys(t for t in texts))
     empty = [i for i, t in enumerate(uniques) if not t.strip()]
     if empty:
         raise DataError(f"input {empty[0] + 1} is an empty text", hint="drop empty rows before labeling")
-    keys = {t: call_key(fp, t) for t in uniques}
-    journal.note_uses(keys.values(), source)
+    return uniques
+
+
+def _plan(
+    uniques: list[str], keys: dict[str, str], journal: Journal, teacher: Teacher
+) -> tuple[LabelStats, list[str]]:
+    """The run's starting counts and the texts the journal does not answer yet (``done`` or ``invalid``)."""
     known = journal.lookup(list(keys.values()))
     stats = LabelStats(total=len(uniques))
     todo: list[str] = []
@@ -158,47 +190,61 @@ def _label(
             todo.append(t)
     stats.to_ask = len(todo)
     stats.estimate = teacher.estimate_cost(todo) if todo else 0.0
-    run_id = journal.start_run(fp, source, {"to_ask": len(todo), "total": len(uniques)})
+    return stats, todo
+
+
+def _report(progress: Progress | None, stats: LabelStats) -> None:
     if progress:
         progress(stats)
-    if todo and confirm is not None and not confirm(stats):
-        stats.stopped = "declined"
-        todo = []
 
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        if max_calls is not None:
-            room = max_calls - stats.calls
-            if room <= 0:
-                stats.stopped = "max_calls"
-                break
-            batch = batch[:room]
-        if max_cost is not None:
-            while batch and stats.spent + teacher.estimate_cost(batch) > max_cost:
-                batch = batch[: len(batch) // 2]
-            if not batch:
-                stats.stopped = "max_cost"
-                break
-        bkeys = [keys[t] for t in batch]
-        journal.mark_pending(zip(bkeys, [fp] * len(batch), batch, strict=True), source=source)
-        with caching():  # a local encoder reuses embeddings it made before (e.g. for another head)
-            answers = teacher.predict_batch(batch)
-        if len(answers) != len(batch):
-            raise TeacherError(
-                f"teacher {teacher.describe()} returned {len(answers)} answers for {len(batch)} texts"
-            )
-        journal.record(
-            (k, a, _label_name(a, task.label_names)) for k, a in zip(bkeys, answers, strict=True)
+
+def _within_budget(
+    batch: list[str], stats: LabelStats, teacher: Teacher, max_calls: int | None, max_cost: float | None
+) -> list[str]:
+    """``batch`` cut to what the budgets still allow; empty (``stats.stopped`` set) when they allow nothing."""
+    if max_calls is not None:
+        room = max_calls - stats.calls
+        if room <= 0:
+            stats.stopped = "max_calls"
+            return []
+        batch = batch[:room]
+    if max_cost is not None:
+        while batch and stats.spent + teacher.estimate_cost(batch) > max_cost:
+            batch = batch[: len(batch) // 2]
+        if not batch:
+            stats.stopped = "max_cost"
+    return batch
+
+
+def _ask(
+    batch: list[str],
+    keys: dict[str, str],
+    fp: str,
+    task: Task,
+    teacher: Teacher,
+    journal: Journal,
+    stats: LabelStats,
+    source: str,
+) -> None:
+    """Send one batch: journaled as ``pending`` first, its answers recorded and counted as they return."""
+    bkeys = [keys[t] for t in batch]
+    journal.mark_pending(zip(bkeys, [fp] * len(batch), batch, strict=True), source=source)
+    with caching():  # a local encoder reuses embeddings it made before (e.g. for another head)
+        answers = teacher.predict_batch(batch)
+    if len(answers) != len(batch):
+        raise TeacherError(
+            f"teacher {teacher.describe()} returned {len(answers)} answers for {len(batch)} texts"
         )
-        _count(stats, answers)
-        if progress:
-            progress(stats)
-    stats.skipped = stats.to_ask - stats.calls
-    stats.seconds = time.perf_counter() - started
-    journal.finish_run(run_id, stats.as_dict())
-    if progress:
-        progress(stats)
+    journal.record(
+        (k, a, _label_name(a, task.label_names)) for k, a in zip(bkeys, answers, strict=True)
+    )
+    _count(stats, answers)
 
+
+def _result(
+    task: Task, uniques: list[str], keys: dict[str, str], journal: Journal, stats: LabelStats, fp: str
+) -> LabelResult:
+    """What the journal now holds for the run's texts: the rows, and the answered texts as a labeled set."""
     final = journal.lookup(list(keys.values()))
     rows = {t: final[keys[t]] for t in uniques if keys[t] in final}
     answered = [t for t in uniques if t in rows and rows[t].status == "done" and rows[t].probs is not None]

@@ -1,15 +1,21 @@
-"""label → train → eval in one call (``distil run``), and the embedded demo (``distil demo``)."""
+"""label → train → eval in one call (``distil run``), and the embedded demo (``distil demo``).
+
+Library code never prints: long steps log on the ``distil.progress`` logger, and the result lines
+(files written, teacher calls, the timing table) go to a :class:`Reporter` when the caller passes
+one (the CLI passes its console display), else to this module's logger at INFO.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from distil.data import extract_texts, gold_text, read_table, write_labeled
+from distil.data import LabeledSet, read_inputs, write_labeled
 from distil.errors import BudgetExceeded, TeacherError
-from distil.label import label
+from distil.journal import Journal
+from distil.label import LabelResult, LabelStats, label
 from distil.progress import collect_timings, step
 from distil.task import Task
 from distil.workspace import Workspace
@@ -17,9 +23,29 @@ from distil.workspace import Workspace
 log = logging.getLogger(__name__)
 
 
-def _say(console: Any, msg: str) -> None:
-    if console is not None:
-        console.print(msg, markup=False)
+class LabelProgress(Protocol):
+    """A :func:`distil.label.label` progress callback that holds something to close (a progress bar)."""
+
+    def __call__(self, stats: LabelStats, /) -> None:
+        """Show the counts so far."""
+
+    def close(self) -> None:
+        """Stop showing progress."""
+
+
+class Reporter(Protocol):
+    """Where :func:`run` and :func:`demo` send their result lines and the labeling progress."""
+
+    def say(self, message: str) -> None:
+        """One result line (plain text, may hold newlines)."""
+
+    def label_progress(self, teacher: str) -> LabelProgress:
+        """A progress callback for labeling with the teacher ``teacher`` describes."""
+
+
+def _say(reporter: Reporter | None, msg: str) -> None:
+    if reporter is not None:
+        reporter.say(msg)
     else:
         log.info(msg)
 
@@ -31,13 +57,13 @@ def run(
     *,
     test: Path | None = None,
     label_column: str | None = None,
-    text_column: str = "text",
+    text_column: str | None = None,
     max_calls: int | None = None,
     max_cost: float | None = None,
     students: tuple[str, ...] | None = None,
     valid: Path | None = None,
     strategy: str = "all",
-    console: Any = None,
+    reporter: Reporter | None = None,
     params: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Label ``inputs`` with the task's teacher, train the ladder on the answers, evaluate on ``test``.
@@ -49,24 +75,25 @@ def run(
     ``strategy``: ``all`` asks about every input; ``active``/``random`` label in rounds
     (:func:`distil.active.label_active`) until ``max_calls`` is spent or agreement stops improving.
     ``params``: constructor parameters per student (see :func:`distil.train.train`).
+    ``reporter`` receives the result lines and shows the labeling progress (default: log them).
     """
     out.mkdir(parents=True, exist_ok=True)
-    table = read_table(inputs)
-    texts, _, report = extract_texts(table, task.input.fields, task.input.render)
-    _say(console, f"{inputs}: {report.summary()}")
+    unlabeled = read_inputs(inputs, task.input, text_column=text_column)
+    texts = unlabeled.texts
+    _say(reporter, f"{inputs}: {unlabeled.report.summary()}")
     with Workspace(task) as ws:  # one teacher (one capability probe) and one journal for the whole run
-        result = _label_step(ws, texts, strategy, max_calls, max_cost, console)
+        result = _label_step(ws, texts, strategy, max_calls, max_cost, reporter)
         labeled_path = write_labeled(result.labeled, out / "labeled.parquet")
-        _say(console, f"labeled set: {labeled_path} ({len(result.labeled)} texts)")
+        _say(reporter, f"labeled set: {labeled_path} ({len(result.labeled)} texts)")
         validation = None
         if valid is not None:
             with step(f"teacher answers for the validation file {valid.name}"):
                 validation = gold_labeled(
                     task, valid, label_column=label_column, text_column=text_column, workspace=ws
                 )
-            _say(console, f"{valid}: {len(validation)} gold-labeled texts for choosing the student")
-        trained = _train_step(task, result.labeled, out / "students", validation, students, params)
-        _say(console, trained.summary())
+            _say(reporter, f"{valid}: {len(validation)} gold-labeled texts for choosing the student")
+        trained = _train_step(task, result.labeled, out / "students", validation, students, params, ws.journal)
+        _say(reporter, trained.summary())
         metrics: dict[str, Any] = {}
         if test is not None:
             from distil.evaluate import evaluate
@@ -76,21 +103,22 @@ def run(
                     out / "students", test, task=task, label_column=label_column, text_column=text_column,
                     out=out / "eval", teacher=ws.teacher, journal=ws.journal,
                 )
-            _say(console, f"metrics: {out / 'eval' / 'metrics.json'}\nreport: {out / 'eval' / 'report.html'}")
-    _say(console, f"journal: {task.journal_path}")
+            _say(reporter, f"metrics: {out / 'eval' / 'metrics.json'}\nreport: {out / 'eval' / 'report.html'}")
+    _say(reporter, f"journal: {task.journal_path}")
     return metrics
 
 
 def _label_step(
-    ws: Workspace, texts: list[str], strategy: str, max_calls: int | None, max_cost: float | None, console: Any
-) -> Any:
+    ws: Workspace,
+    texts: list[str],
+    strategy: str,
+    max_calls: int | None,
+    max_cost: float | None,
+    reporter: Reporter | None,
+) -> LabelResult:
     """Label ``texts`` (all, or in rounds); raise when the budget stopped it or nothing was answered."""
     task, teacher = ws.task, ws.teacher
-    progress = None
-    if console is not None:
-        from distil.cli import _LabelDisplay
-
-        progress = _LabelDisplay(teacher.describe())
+    progress = reporter.label_progress(teacher.describe()) if reporter is not None else None
     try:
         with step(f"labeling {len(texts)} inputs with {teacher.describe()}"):
             if strategy == "all":
@@ -111,7 +139,7 @@ def _label_step(
             progress.close()
     s = result.stats
     _say(
-        console,
+        reporter,
         f"teacher calls this run: {s.calls}, from journal: {s.from_journal}, failed: {s.failed}, "
         f"invalid: {s.invalid}, spent: ${s.spent:.4f}",
     )
@@ -127,22 +155,17 @@ def _label_step(
 
 def _train_step(
     task: Task,
-    labeled: Any,
+    labeled: LabeledSet,
     out: Path,
-    validation: Any,
+    validation: LabeledSet | None,
     students: tuple[str, ...] | None,
     params: dict[str, dict[str, Any]] | None,
+    journal: Journal | None = None,
 ) -> Any:
-    """Train the ladder with the task's targets (selection and routing) and fit its router."""
-    from distil.train import train
+    """Train the ladder with the task's targets (selection, cost and routing) and fit its router."""
+    from distil.train import task_settings, train
 
-    kwargs: dict[str, Any] = {
-        "validation": validation,
-        "target": task.targets.min_retention,
-        "router_target": task.targets.routing_agreement,
-        "task_fingerprint": task.fingerprint(),
-        "task_path": str(task.path or ""),
-    }
+    kwargs: dict[str, Any] = {"validation": validation, **task_settings(task, labeled.teacher, journal=journal)}
     if students:
         kwargs["students"] = students
     if params:
@@ -156,34 +179,23 @@ def gold_labeled(
     path: Path,
     *,
     label_column: str | None,
-    text_column: str = "text",
+    text_column: str | None = None,
     workspace: Workspace | None = None,
-) -> Any:
+) -> LabeledSet:
     """The teacher's answers (through the journal) for a gold-labeled file, with the gold kept.
 
     ``workspace`` lends its teacher and journal (else both are built here and closed).
     """
-    from distil.data import LabeledSet, require_columns
-    from distil.errors import ConfigError, DataError
+    from distil.errors import ConfigError
 
     if not label_column:
         raise ConfigError("a validation file needs --label-column (the gold label column)")
-    table = read_table(path)
-    require_columns(table, [label_column], what="gold label")
-    fields = [text_column] if text_column in table.columns else task.input.fields
-    render = (lambda r: r[text_column]) if text_column in table.columns else task.input.render
-    texts, mapping, _ = extract_texts(table, fields, render)
-    gold_of: dict[str, str] = {}
-    for row_no, (row, pos) in enumerate(zip(table.rows, mapping, strict=True), start=1):
-        if pos < 0:
-            continue
-        g = gold_text(row.get(label_column)) or ""
-        if g not in task.label_names:
-            raise DataError(
-                f"{path}, row {row_no}, column {label_column!r}: {g!r} is not one of the task's labels",
-                hint=f"labels: {', '.join(task.label_names)}",
-            )
-        gold_of.setdefault(texts[pos], g)
+    got = read_inputs(
+        path, task.input, text_column=text_column, label_column=label_column, labels=task.label_names,
+        require_gold=True,
+    )
+    gold_of = got.gold_by_text()
+    texts = [t for t in got.texts if t in gold_of]  # rows without a gold label cannot choose a student
     if workspace is not None:
         res = label(task, texts, teacher=workspace.teacher, journal=workspace.journal, source="valid")
     else:
@@ -193,14 +205,15 @@ def gold_labeled(
     return LabeledSet(ls.texts, ls.probs, ls.labels, gold=[gold_of[t] for t in ls.texts], teacher=ls.teacher)
 
 
-def demo(out: Path, *, console: Any = None, quick: bool = False) -> dict[str, Any]:
+def demo(out: Path, *, reporter: Reporter | None = None, quick: bool = False) -> dict[str, Any]:
     """The embedded default: CFPB complaints → product, with a local mpnet teacher, end to end.
 
     Ends with a table of the wall time of each step (also written to ``out/timings.json``).
+    ``reporter``: as for :func:`run`.
     """
     with collect_timings() as timings:
-        metrics = _demo_steps(out, console=console, quick=quick)
-    _say(console, "where the time went (wall seconds on this machine):\n" + timings.table())
+        metrics = _demo_steps(out, reporter=reporter, quick=quick)
+    _say(reporter, "where the time went (wall seconds on this machine):\n" + timings.table())
     rows = [{"step": name, "seconds": round(secs, 2)} for name, secs in timings.steps]
     payload = {"steps": rows, "total_seconds": round(timings.total(), 2), "quick": quick}
     tmp = out / "timings.json.tmp"
@@ -217,7 +230,7 @@ DEMO_STUDENT_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
-def _demo_steps(out: Path, *, console: Any, quick: bool) -> dict[str, Any]:
+def _demo_steps(out: Path, *, reporter: Reporter | None, quick: bool) -> dict[str, Any]:
     from distil.demo import DEMO_SIZES, QUICK_SIZES, prepare_demo
     from distil.teacher_fit import fit_head
 
@@ -226,16 +239,16 @@ def _demo_steps(out: Path, *, console: Any, quick: bool) -> dict[str, Any]:
         files = prepare_demo(
             out, n_gold=sizes["n_gold"], n_pool=sizes["n_pool"], n_valid=sizes["n_valid"], n_test=sizes["n_test"]
         )
-    _say(console, files.summary())
+    _say(reporter, files.summary())
     task = Task.load(files.task)
     spec = task.teacher
     head = task.resolve(spec.head) if spec is not None and spec.kind == "local" and spec.head else None
     if head is not None and not (head / "head.json").exists():
         with step(f"fitting the teacher head on {files.gold.name} (gold labels, disjoint from the pool)"):
             rep = fit_head(task, files.gold, label_column="product", out=head)
-        _say(console, rep.summary())
+        _say(reporter, rep.summary())
     students = ("ngram", "static", "encoder") if not quick else ("ngram",)
     return run(
         task, files.pool, out, test=files.test, label_column="product", students=students,
-        valid=files.valid, console=console, params=DEMO_STUDENT_PARAMS,
+        valid=files.valid, reporter=reporter, params=DEMO_STUDENT_PARAMS,
     )

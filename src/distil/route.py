@@ -76,6 +76,7 @@ from distil.errors import ArtifactError, ConfigError, DataError
 
 if TYPE_CHECKING:
     from distil.artifact import Artifact
+    from distil.data import LabeledSet
     from distil.students.base import Student
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ class Threshold:
     qualified: bool
     method: str = "fixed-sequence clopper-pearson"
     tested: int = 0
+    bound_level: float | None = None  # the level of ``lower_bound`` after the multiple-testing correction
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``inf`` written as the string ``"inf"``)."""
@@ -235,73 +237,148 @@ def _answered_counts(conf: np.ndarray, agr: np.ndarray, grid: np.ndarray) -> tup
     return n_t.astype(np.int64), k_t.astype(np.int64)
 
 
+Certificate = Literal["ltt", "sequence"]
+CERTIFICATES: tuple[str, ...] = ("ltt", "sequence")
+DEFAULT_GRID_SIZE = 20
+
+
+def coverage_grid(size: int = DEFAULT_GRID_SIZE) -> np.ndarray:
+    """The candidate answered shares ``1/size, 2/size, …, 1``, fixed before any data is seen."""
+    if not 1 <= size <= 1000:
+        raise ConfigError(f"the calibration grid must have 1 to 1000 points, found {size}", hint="e.g. 20")
+    return np.arange(1, size + 1, dtype=np.float64) / size
+
+
 def calibrate_threshold(
     confidence: np.ndarray,
     agree: np.ndarray,
     *,
     target: float,
     level: float = 0.95,
+    method: Certificate = "ltt",
+    grid_size: int = DEFAULT_GRID_SIZE,
     grid: np.ndarray | None = None,
     start: float = 0.1,
 ) -> Threshold:
     """Lowest confidence threshold whose answered agreement is ≥ ``target`` with probability ``level``.
 
-    ``confidence`` holds the student's calibrated top probability on held-out inputs, ``agree``
-    whether its label equals the teacher's.  Thresholds of ``grid`` (default :func:`default_grid`,
-    fixed in advance, high to low) are tested in order with the one-sided Clopper–Pearson bound;
-    the scan stops at the first failure (fixed-sequence testing, so the guarantee holds despite
-    scanning; see the module docstring).  Grid points with too few answered inputs to ever pass
-    are skipped.  Inputs that must never be answered (e.g. flagged OOD) can be given confidence
-    ``-inf``.  If nothing qualifies, returns ``value = inf`` and warns with :class:`RoutingWarning`.
+    ``confidence`` holds the student's calibrated top probability on calibration inputs, ``agree``
+    whether its label equals the teacher's; inputs that must never be answered (flagged OOD) can
+    be given confidence ``-inf``.  If nothing qualifies, returns ``value = inf`` and warns with
+    :class:`RoutingWarning`.
 
-    ``start`` (a share of the held-out inputs, fixed before looking at the agreements) skips the
-    grid points that answer fewer inputs than that: the first test then has more data and more
-    power (with 299 answered inputs, one disagreement fails target 0.99), at the price of never
-    choosing a threshold that answers less than ``start``.  It depends on the confidences only,
-    so the guarantee is kept.  The default, 0.1, was fixed once (never tuned per dataset): a
-    student that may answer less than a tenth of the traffic alone saves little anyway.
+    ``method="ltt"`` (the default; Learn-then-Test with a Bonferroni correction): the candidates are
+    the thresholds that answer ``1/grid_size, 2/grid_size, …`` of the calibration inputs (set by the
+    confidences alone, before the agreements are looked at); each is tested with the one-sided
+    Clopper–Pearson bound at level ``1 − (1 − level) / m`` (``m`` candidates that can pass at all), and
+    the one answering the most inputs among those that pass is chosen.  A few confident teacher
+    errors lower the bound of a candidate a little; they cannot stop the search.
+
+    ``method="sequence"`` is the earlier fixed-sequence scan over ``grid`` (default
+    :func:`default_grid`) from high to low confidence, stopping at the first failure, after skipping
+    the points answering fewer than ``start`` of the inputs (see the module docstring).
     """
     _check_target(target)
     _check_level(level)
     conf, agr = _as_inputs(confidence, agree)
+    if method == "ltt":
+        return _calibrate_ltt(conf, agr, target=target, level=level, grid_size=grid_size)
+    if method != "sequence":
+        raise ConfigError(f"unknown certificate {method!r}; expected one of {list(CERTIFICATES)}")
+    return _calibrate_sequence(conf, agr, target=target, level=level, grid=grid, start=start)
+
+
+def _calibrate_ltt(conf: np.ndarray, agr: np.ndarray, *, target: float, level: float, grid_size: int) -> Threshold:
+    """Learn-then-Test over a fixed coverage grid with the fallback procedure; the widest that passes."""
+    n = int(conf.size)
+    candidates = _coverage_thresholds(conf, coverage_grid(grid_size))
+    n_t, k_t = _answered_counts(conf, agr, candidates)
+    levels = _fallback_levels(n_t, k_t, target=target, alpha=1.0 - level)
+    passed = np.flatnonzero(levels > 0)
+    if passed.size == 0:
+        return _nothing_qualifies(n, target, level, tested=int(candidates.size), method="ltt-fallback")
+    best = int(passed[np.argmax(n_t[passed])])
+    nt, kt = int(n_t[best]), int(k_t[best])
+    return Threshold(
+        value=float(candidates[best]), target=target, level=level, n=n, answered=nt, agreed=kt,
+        coverage=nt / n, teacher_share=1.0 - nt / n, agreement=kt / nt,
+        lower_bound=float(clopper_pearson_lower(kt, nt, 1.0 - levels[best])), qualified=True,
+        method="ltt-fallback", tested=int(candidates.size), bound_level=float(1.0 - levels[best]),
+    )
+
+
+def _fallback_levels(n_t: np.ndarray, k_t: np.ndarray, *, target: float, alpha: float) -> np.ndarray:
+    """The fallback procedure (Wiens 2003) over candidates ordered from high to low confidence.
+
+    Each candidate owns ``alpha / m``; a candidate is tested at its own share plus the level of the
+    candidate before it when that one passed (a failure passes nothing on, but the tests go on).
+    The family-wise error is at most ``alpha``.  Returns the level each candidate passed at (0 = failed).
+    """
+    m = max(1, n_t.size)
+    out = np.zeros(n_t.size, dtype=np.float64)
+    carried = 0.0
+    for j in range(n_t.size):
+        a = alpha / m + carried
+        ok = n_t[j] > 0 and float(clopper_pearson_lower(int(k_t[j]), int(n_t[j]), 1.0 - a)) >= target
+        out[j] = a if ok else 0.0
+        carried = a if ok else 0.0
+    return out
+
+
+def _coverage_thresholds(conf: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """The confidence thresholds answering each share of the answerable inputs, high to low, distinct."""
+    ranked = np.sort(conf[np.isfinite(conf)])[::-1]
+    if ranked.size == 0:
+        return np.empty(0, dtype=np.float64)
+    positions = np.clip(np.ceil(shares * conf.size).astype(np.int64), 1, ranked.size) - 1
+    return np.unique(ranked[positions])[::-1]
+
+
+def _nothing_qualifies(n: int, target: float, level: float, *, tested: int, method: str) -> Threshold:
+    """The threshold that sends everything to the teacher, with the warning that says so."""
+    warnings.warn(
+        f"no confidence threshold reaches agreement >= {target} with {level:.0%} confidence on "
+        f"{n} calibration inputs (at least {min_answered(target, level)} answered inputs are needed even at "
+        "perfect agreement): every input will go to the teacher. Label more data, lower the target, "
+        "or train a stronger student.",
+        RoutingWarning,
+        stacklevel=3,
+    )
+    return Threshold(
+        value=math.inf, target=target, level=level, n=n, answered=0, agreed=0, coverage=0.0,
+        teacher_share=1.0, agreement=None, lower_bound=0.0, qualified=False, tested=tested, method=method,
+    )
+
+
+def _calibrate_sequence(
+    conf: np.ndarray, agr: np.ndarray, *, target: float, level: float, grid: np.ndarray | None, start: float
+) -> Threshold:
+    """The fixed-sequence scan: test from high to low confidence, stop at the first failure."""
     g = default_grid() if grid is None else np.asarray(grid, dtype=np.float64).reshape(-1)
     if g.size == 0 or np.any(np.diff(g) > 0):
         raise ConfigError("calibration grid must be non-empty and sorted from high to low")
-    n = int(conf.size)
-    n_t, k_t = _answered_counts(conf, agr, g)
     if not 0.0 <= start < 1.0:
         raise ConfigError(f"calibration start must be a share in [0, 1), found {start}")
-    need = min_answered(target, level)
-    testable = np.flatnonzero(n_t >= max(need, math.ceil(start * n)))
+    n = int(conf.size)
+    n_t, k_t = _answered_counts(conf, agr, g)
+    testable = np.flatnonzero(n_t >= max(min_answered(target, level), math.ceil(start * n)))
     chosen: int | None = None
     tested = 0
-    if testable.size:
-        idx = testable  # a prefix is skipped (n_t grows as t falls), the rest is tested in order
-        bounds = clopper_pearson_lower(k_t[idx], n_t[idx], level)
+    if testable.size:  # a prefix is skipped (n_t grows as t falls), the rest is tested in order
+        bounds = clopper_pearson_lower(k_t[testable], n_t[testable], level)
         fails = np.flatnonzero(bounds < target)
-        stop = int(fails[0]) if fails.size else idx.size
-        tested = min(stop + 1, idx.size)
+        stop = int(fails[0]) if fails.size else testable.size
+        tested = min(stop + 1, testable.size)
         if stop > 0:
-            chosen = int(idx[stop - 1])
+            chosen = int(testable[stop - 1])
     if chosen is None:
-        warnings.warn(
-            f"no confidence threshold reaches agreement >= {target} with {level:.0%} confidence on "
-            f"{n} held-out inputs (at least {need} answered inputs are needed even at perfect agreement): "
-            "every input will go to the teacher. Label more held-out data, lower the target, or train "
-            "a stronger student.",
-            RoutingWarning,
-            stacklevel=2,
-        )
-        return Threshold(
-            value=math.inf, target=target, level=level, n=n, answered=0, agreed=0, coverage=0.0,
-            teacher_share=1.0, agreement=None, lower_bound=0.0, qualified=False, tested=tested,
-        )
+        return _nothing_qualifies(n, target, level, tested=tested, method="fixed-sequence clopper-pearson")
     nt, kt = int(n_t[chosen]), int(k_t[chosen])
-    lb = float(clopper_pearson_lower(kt, nt, level))
     return Threshold(
         value=float(g[chosen]), target=target, level=level, n=n, answered=nt, agreed=kt,
-        coverage=nt / n, teacher_share=1.0 - nt / n, agreement=kt / nt, lower_bound=lb,
-        qualified=True, tested=tested,
+        coverage=nt / n, teacher_share=1.0 - nt / n, agreement=kt / nt,
+        lower_bound=float(clopper_pearson_lower(kt, nt, level)), qualified=True, tested=tested,
+        bound_level=level,
     )
 
 
@@ -672,6 +749,90 @@ def _teacher_agreement(student: Student, heldout_labels: list[str], heldout_hard
     return proba.max(axis=1).astype(np.float64), agree
 
 
+Calibration = Literal["crossfit", "heldout"]
+CALIBRATION_FILE = "calibration.npz"
+DEFAULT_FOLDS = 5
+_NO_CROSSFIT = ("finetune",)  # refitting these per fold costs a full fine-tune each
+
+
+def crossfit_scores(
+    student: Student, labeled: LabeledSet, *, folds: int = DEFAULT_FOLDS, hard: bool = False, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold (confidence, agreement with the teacher) of fresh copies of ``student``.
+
+    The labeled pool is split into ``folds`` parts stratified by the teacher's label; for each, a
+    copy with the same parameters is trained on the others (a tenth of them kept aside for early
+    stopping and the temperature) and scores the part it never saw.  Every labeled text then has a
+    confidence from a student that did not learn it: a calibration set as large as the pool.
+    """
+    if not 2 <= folds <= 20:
+        raise ConfigError(f"calibration folds must be between 2 and 20, found {folds}", hint="e.g. --folds 5")
+    rng = np.random.default_rng(seed)
+    fold_of = _stratified_folds(labeled.hard, folds, rng)
+    conf = np.zeros(len(labeled), dtype=np.float64)
+    agree = np.zeros(len(labeled), dtype=bool)
+    for f in range(folds):
+        test = np.flatnonzero(fold_of == f)
+        rest = np.flatnonzero(fold_of != f)
+        conf[test], agree[test] = _fold_scores(student, labeled, rest, test, hard=hard, rng=rng)
+    return conf, agree
+
+
+def _stratified_folds(hard: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """A fold number per row, each teacher label dealt round-robin over the folds in random order."""
+    fold_of = np.zeros(hard.size, dtype=np.int64)
+    offset = 0
+    for label in np.unique(hard):
+        rows = rng.permutation(np.flatnonzero(hard == label))
+        fold_of[rows] = (np.arange(rows.size) + offset) % folds
+        offset += rows.size
+    return fold_of
+
+
+def _fold_scores(
+    student: Student, labeled: LabeledSet, rest: np.ndarray, test: np.ndarray, *, hard: bool,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train a copy on ``rest`` (early stopping and temperature on a tenth of it); score ``test``."""
+    from distil.calibrate import fit_temperature
+    from distil.students.base import softmax
+
+    rest = rng.permutation(rest)
+    n_val = max(1, rest.size // 10)
+    val, train = rest[:n_val], rest[n_val:]
+    texts = labeled.texts
+    copy = type(student)(**student.get_params())
+    copy.fit(
+        [texts[i] for i in train], labeled.probs[train], labels=labeled.labels,
+        val_texts=[texts[i] for i in val], val_probs=labeled.probs[val], hard=hard,
+    )
+    temperature = fit_temperature(copy.predict_logits([texts[i] for i in val]), labeled.probs[val])
+    proba = softmax(copy.predict_logits([texts[i] for i in test]) / temperature)
+    return _teacher_agreement(copy, labeled.labels, labeled.hard[test], proba)
+
+
+def save_calibration(folder: Path, confidence: np.ndarray, agree: np.ndarray, kind: str) -> Path:
+    """Write the calibration scores (no texts) so that a new target can be certified without retraining."""
+    path = folder / CALIBRATION_FILE
+    tmp = folder / (CALIBRATION_FILE + ".tmp")
+    with tmp.open("wb") as fh:
+        np.savez(fh, confidence=confidence.astype(np.float64), agree=agree.astype(bool), kind=np.array(kind))
+    tmp.replace(path)
+    return path
+
+
+def load_calibration(folder: Path) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The stored calibration scores, or None when the artifact has none."""
+    path = folder / CALIBRATION_FILE
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return np.asarray(data["confidence"]), np.asarray(data["agree"], dtype=bool), str(data["kind"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise ArtifactError(f"{path}: not a readable calibration file ({exc})", hint=REFIT_HINT) from None
+
+
 def fit_router(
     artifact_dir: str | Path,
     train_texts: Sequence[str] | None,
@@ -686,71 +847,111 @@ def fit_router(
     max_reference: int = 5000,
     seed: int = 0,
     start: float = 0.1,
+    labeled: LabeledSet | None = None,
+    calibration: Calibration = "crossfit",
+    folds: int = DEFAULT_FOLDS,
+    certificate: Certificate = "ltt",
+    grid_size: int = DEFAULT_GRID_SIZE,
 ) -> RouterConfig:
-    """Fit the router of an artifact and write ``router.json`` (+ ``ood.npz``) into it.
+    """Fit the router of an artifact and write ``router.json`` (+ ``ood.npz``, ``calibration.npz``).
 
     The OOD detector is fitted on the student's features of ``train_texts`` (a random sample of
     at most ``max_reference``; ``None`` or empty skips the OOD guard with a warning) and its
-    threshold set at ``ood_quantile`` of the held-out scores.  The confidence threshold is
-    calibrated on ``artifact.heldout()`` (inputs the OOD guard flags are never answered), unless
-    ``threshold`` is given, in which case its numbers are only reported.  ``start``: see
-    :func:`calibrate_threshold`.
+    threshold set at ``ood_quantile`` of the held-out scores.
+
+    The confidence threshold is certified (``certificate``, ``level``, ``grid_size``: see
+    :func:`calibrate_threshold`) on calibration scores: with ``calibration="crossfit"`` and the
+    whole ``labeled`` pool, out-of-fold scores of ``folds`` copies of the member
+    (:func:`crossfit_scores`); otherwise the member's own scores on ``artifact.heldout()``.  Held-out
+    inputs the OOD guard flags are never answered.  ``threshold`` given: its numbers are only reported.
     """
     from distil.artifact import load_artifact
 
     _check_target(target_agreement)
+    _check_level(level)
     art = load_artifact(artifact_dir)
-    student = art.student(member)
     name = member or art.chosen
+    student = art.student(name)
     heldout = art.heldout()
     if len(heldout) == 0:
         raise ArtifactError(f"{art.path}: the held-out set is empty; the router cannot be calibrated")
-
-    ood: OODDetector | None = None
-    h_flag = np.zeros(len(heldout), dtype=bool)
-    if train_texts:
-        texts = list(dict.fromkeys(train_texts))
-        rng = np.random.default_rng(seed)
-        cap = max_reference if ood_method == "knn" else max(max_reference, 20000)
-        if len(texts) > cap:
-            texts = [texts[i] for i in np.sort(rng.choice(len(texts), cap, replace=False))]
-        train_feats = student.features(texts)
-        labels = None
-        if ood_method == "mahalanobis":
-            labels = np.asarray(student.predict_proba(texts).argmax(axis=1))
-        ood = OODDetector(
-            method=ood_method, k=k, quantile=ood_quantile, max_reference=max_reference, seed=seed
-        )
-        ood.fit(train_feats, student.features(heldout.texts), train_labels=labels)
-        h_flag = ood.predict(student.features(heldout.texts))
-    else:
-        warnings.warn(
-            "no training texts given: the router has no out-of-distribution guard "
-            "(confident answers on unfamiliar inputs will not go to the teacher)",
-            RoutingWarning,
-            stacklevel=2,
-        )
-
-    proba = student.predict_proba(heldout.texts)
-    conf, agree = _teacher_agreement(student, heldout.labels, heldout.hard, proba)
-    conf_in = np.where(h_flag, -np.inf, conf)
+    ood, h_flag = _fit_ood(
+        student, train_texts, heldout.texts,
+        OODDetector(method=ood_method, k=k, quantile=ood_quantile, max_reference=max_reference, seed=seed),
+    )
+    conf, agree, kind = _calibration_scores(
+        art, name, student, heldout, h_flag, labeled, calibration=calibration, folds=folds, seed=seed
+    )
     if threshold is not None:
-        thr = evaluate_threshold(conf_in, agree, threshold, target=target_agreement, level=level)
+        thr = evaluate_threshold(conf, agree, threshold, target=target_agreement, level=level)
     else:
-        thr = calibrate_threshold(conf_in, agree, target=target_agreement, level=level, start=start)
+        thr = calibrate_threshold(
+            conf, agree, target=target_agreement, level=level, method=certificate, grid_size=grid_size, start=start
+        )
     cfg = RouterConfig(
         member=name, labels=list(student.classes_), threshold=thr,
         ood=ood.params() if ood is not None else None,
         info={"heldout": len(heldout), "heldout_ood_flagged": int(h_flag.sum()),
-              "heldout_agreement_all": float(agree.mean())},
+              "calibration": kind, "calibration_n": int(conf.size), "folds": folds if kind == "crossfit" else 0,
+              "calibration_agreement_all": float(agree.mean())},
     )
-    if ood is not None:
-        ood.save(art.path)
-    else:
-        (art.path / OOD_FILE).unlink(missing_ok=True)
-    cfg.save(art.path)
+    _save_router(art.path, cfg, ood, conf, agree, kind)
     log.info("router for %s: %s", art.path, thr.describe())
     return cfg
+
+
+def _fit_ood(
+    student: Student, train_texts: Sequence[str] | None, heldout_texts: Sequence[str], ood: OODDetector
+) -> tuple[OODDetector | None, np.ndarray]:
+    """The OOD guard fitted on (a sample of) the training texts, and its flags on the held-out texts."""
+    if not train_texts:
+        warnings.warn(
+            "no training texts given: the router has no out-of-distribution guard "
+            "(confident answers on unfamiliar inputs will not go to the teacher)",
+            RoutingWarning,
+            stacklevel=3,
+        )
+        return None, np.zeros(len(heldout_texts), dtype=bool)
+    texts = list(dict.fromkeys(train_texts))
+    cap = ood.max_reference if ood.method == "knn" else max(ood.max_reference, 20000)
+    if len(texts) > cap:
+        rng = np.random.default_rng(ood.seed)
+        texts = [texts[i] for i in np.sort(rng.choice(len(texts), cap, replace=False))]
+    labels = np.asarray(student.predict_proba(texts).argmax(axis=1)) if ood.method == "mahalanobis" else None
+    heldout_feats = student.features(heldout_texts)
+    ood.fit(student.features(texts), heldout_feats, train_labels=labels)
+    return ood, ood.predict(heldout_feats)
+
+
+def _calibration_scores(
+    art: Artifact, name: str, student: Student, heldout: LabeledSet, h_flag: np.ndarray,
+    labeled: LabeledSet | None, *, calibration: Calibration, folds: int, seed: int,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(confidence with OOD-flagged held-out inputs at -inf, agreement, which calibration was used)."""
+    if calibration not in ("crossfit", "heldout"):
+        raise ConfigError(f"unknown calibration {calibration!r}; expected 'crossfit' or 'heldout'")
+    if calibration == "crossfit" and labeled is not None and len(labeled) >= 2 * folds and name not in _NO_CROSSFIT:
+        record = next((r for r in art.ladder if r.get("name") == name), {})
+        conf, agree = crossfit_scores(student, labeled, folds=folds, hard=not record.get("soft", True), seed=seed)
+        flagged = set(np.asarray(heldout.texts, dtype=object)[h_flag].tolist())
+        # held-out texts are outside the OOD reference, so their flags are real; the others are in it
+        conf = np.where([t in flagged for t in labeled.texts], -np.inf, conf)
+        return conf, agree, "crossfit"
+    proba = student.predict_proba(heldout.texts)
+    conf, agree = _teacher_agreement(student, heldout.labels, heldout.hard, proba)
+    return np.where(h_flag, -np.inf, conf), agree, "heldout"
+
+
+def _save_router(
+    folder: Path, cfg: RouterConfig, ood: OODDetector | None, conf: np.ndarray, agree: np.ndarray, kind: str
+) -> None:
+    """Write ood.npz (or remove a stale one), calibration.npz and router.json (last, so it names files that exist)."""
+    if ood is not None:
+        ood.save(folder)
+    else:
+        (folder / OOD_FILE).unlink(missing_ok=True)
+    save_calibration(folder, conf, agree, kind)
+    cfg.save(folder)
 
 
 class Router:
@@ -828,15 +1029,20 @@ class Router:
         return router
 
     def _recalibrate(self, art: Artifact, *, target: float, level: float, threshold: float | None) -> None:
-        heldout = art.heldout()
-        proba = self.student.predict_proba(heldout.texts)
-        conf, agree = _teacher_agreement(self.student, heldout.labels, heldout.hard, proba)
-        if self.ood is not None:
-            conf = np.where(self.ood.predict(self.student.features(heldout.texts)), -np.inf, conf)
+        stored = load_calibration(art.path) if (art.path / ROUTER_FILE).exists() else None
+        if stored is not None:
+            conf, agree, _ = stored
+        else:
+            heldout = art.heldout()
+            proba = self.student.predict_proba(heldout.texts)
+            conf, agree = _teacher_agreement(self.student, heldout.labels, heldout.hard, proba)
+            if self.ood is not None:
+                conf = np.where(self.ood.predict(self.student.features(heldout.texts)), -np.inf, conf)
         if threshold is not None:
             thr = evaluate_threshold(conf, agree, threshold, target=target, level=level)
         else:
-            thr = calibrate_threshold(conf, agree, target=target, level=level)
+            certificate: Certificate = "sequence" if self.config.threshold.method.startswith("fixed") else "ltt"
+            thr = calibrate_threshold(conf, agree, target=target, level=level, method=certificate)
         self.config.threshold = thr
 
     def decide(self, texts: Sequence[str]) -> list[Decision]:

@@ -130,8 +130,9 @@ class Targets(_Strict):
 
     ``min_retention``: the student keeps at least this share of the teacher's accuracy (selection
     and the verdict); ``max_cost_ratio``: its cost per prediction is at most this share of the
-    teacher's (the verdict); ``routing_agreement``: the served student agrees with the teacher on
-    at least this share of the inputs it answers, with 95% confidence (the router's threshold).
+    teacher's (selection, :func:`distil.train.select_member`, and the verdict);
+    ``routing_agreement``: the served student agrees with the teacher on at least this share of the
+    inputs it answers, with 95% confidence (the router's threshold).
     """
 
     min_retention: float = Field(default=0.95, gt=0, le=1)

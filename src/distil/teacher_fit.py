@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from distil.data import extract_texts, gold_text, read_table, require_columns
+from distil.data import InputReport, read_inputs
 from distil.embcache import caching
 from distil.errors import ConfigError, DataError, require
 from distil.progress import step
@@ -141,6 +141,118 @@ def _to_head_weights(clf: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     return W.astype(np.float32), b.astype(np.float32)
 
 
+@dataclass
+class _Gold:
+    """What :func:`_read_gold` read: one gold label index per unique text, and what it found on the way."""
+
+    path: Path
+    fields: list[str]
+    texts: list[str]
+    y: np.ndarray
+    conflicts: int
+    input_report: InputReport
+
+
+def _read_gold(task: Task, path: str | Path, label_column: str, text_column: str | None) -> _Gold:
+    """Read the gold file by the one input rule: one label per unique text (rows without one are skipped)."""
+    got = read_inputs(
+        path, task.input, text_column=text_column, label_column=label_column, labels=task.label_names,
+        require_gold=True,
+    )
+    index = {lab: i for i, lab in enumerate(task.label_names)}
+    gold_of = got.gold_by_text()  # conflicting duplicates keep the first (counted in the report)
+    texts = [t for t in got.texts if t in gold_of]
+    y = np.array([index[gold_of[t]] for t in texts], dtype=np.int64)
+    return _Gold(got.path, got.fields, texts, y, got.report.gold_conflicts, got.report)
+
+
+def _class_counts(gold: _Gold, labels: list[str], label_column: str) -> tuple[dict[str, int], list[str]]:
+    """Examples per label and the warnings about the gold data; refuses fewer than 2 labels."""
+    counts_idx = Counter(gold.y.tolist())
+    counts = {lab: int(counts_idx.get(i, 0)) for i, lab in enumerate(labels)}
+    warnings: list[str] = []
+    empty = [lab for lab, c in counts.items() if c == 0]
+    if empty:
+        warnings.append(
+            f"no examples for {empty}: the head will give them probability ~0; add examples and refit"
+        )
+    if gold.conflicts:
+        warnings.append(f"{gold.conflicts} repeated texts have another label than their first copy (first kept)")
+    if gold.input_report.empty or gold.input_report.non_text:
+        warnings.append(f"input: {gold.input_report.summary()}")
+    if len(counts_idx) < 2:
+        raise DataError(
+            f"{gold.path}: the head needs examples of at least 2 labels in column {label_column!r}, "
+            f"found {sorted(lab for lab, c in counts.items() if c)}",
+        )
+    for w in warnings:
+        log.warning("%s", w)
+    return counts, warnings
+
+
+@dataclass
+class _HeadFit:
+    """The logistic head fitted on every example, its ``C`` and the held-out accuracy."""
+
+    clf: Any
+    C: float
+    accuracy: float | None
+    n_holdout: int
+    val_scores: dict[float, float]
+
+
+def _choose_C(
+    X: np.ndarray, y: np.ndarray, fit_idx: np.ndarray, val_idx: np.ndarray, k: int, seed: int
+) -> tuple[float, dict[float, float]]:
+    """``C`` by validation log loss (a proper scoring rule: the head's probabilities are soft labels)."""
+    val_scores: dict[float, float] = {}
+    if not len(val_idx) or len(np.unique(y[fit_idx])) < 2:
+        return 10.0, val_scores
+    for C in C_GRID:
+        clf = _fit_lr(X[fit_idx], y[fit_idx], C, seed)
+        val_scores[C] = _log_loss(clf, X[val_idx], y[val_idx], k)
+    return min(val_scores, key=lambda c: (val_scores[c], c)), val_scores
+
+
+def _fit_logistic(X: np.ndarray, y: np.ndarray, k: int, *, holdout: float, seed: int) -> _HeadFit:
+    """Hold out ``holdout`` (stratified) for accuracy, choose ``C`` on a split of the rest, refit on all."""
+    rng = np.random.default_rng(seed)
+    accuracy: float | None = None
+    if holdout > 0:
+        train_idx, test_idx = _split(y, holdout, rng)
+    else:
+        train_idx, test_idx = np.arange(len(y)), np.array([], dtype=np.int64)
+    fit_idx, val_idx = _split(y[train_idx], 0.2, rng)
+    with step(f"fitting the logistic head ({len(C_GRID)} values of C, then held-out accuracy, then all rows)"):
+        best_C, val_scores = _choose_C(X, y, train_idx[fit_idx], train_idx[val_idx], k, seed)
+        if len(test_idx) and len(np.unique(y[train_idx])) >= 2:
+            clf = _fit_lr(X[train_idx], y[train_idx], best_C, seed)
+            accuracy = float((clf.predict(X[test_idx]) == y[test_idx]).mean())
+        clf = _fit_lr(X, y, best_C, seed)
+    return _HeadFit(clf, best_C, accuracy, len(test_idx) if holdout > 0 else 0, val_scores)
+
+
+def _head_dir(task: Task, spec: LocalTeacherSpec, out: str | Path | None) -> Path:
+    """``out`` (relative to the current directory), else ``[teacher].head``, else ``<work_dir>/teacher_head``."""
+    if out is not None:
+        return Path(out) if Path(out).is_absolute() else Path.cwd() / out
+    if spec.head:
+        return task.resolve(spec.head)
+    return task.work_path / "teacher_head"
+
+
+def _setting_warnings(task: Task, spec: LocalTeacherSpec, out_dir: Path, setting: str) -> list[str]:
+    """A warning when the task file's ``[teacher].head`` is missing or names another folder."""
+    if not spec.head:
+        return [
+            f'the task file has no [teacher].head; add head = "{setting}" to use this head '
+            "(without it the teacher stays zero-shot)"
+        ]
+    if task.resolve(spec.head).resolve() != out_dir.resolve():
+        return [f'the task file\'s head = "{spec.head}" points elsewhere; set head = "{setting}" to use this head']
+    return []
+
+
 def fit_head(
     task: Task,
     path: str | Path,
@@ -167,147 +279,37 @@ def fit_head(
     spec = _local_spec(task)
     if not 0.0 <= holdout < 1.0:
         raise ConfigError(f"holdout must be in [0, 1), found {holdout}")
-    table = read_table(path)
-    require_columns(table, [label_column], what="label")
-    if text_column is not None:
-        require_columns(table, [text_column], what="text")
-        fields = [text_column]
-        max_chars = task.input.max_chars
-
-        def render(row: dict[str, str]) -> str:
-            return row[text_column][:max_chars]
-    else:
-        fields = list(task.input.fields)
-        render = task.input.render
-    texts, mapping, input_report = extract_texts(table, fields, render)
-
+    gold = _read_gold(task, path, label_column, text_column)
     labels = task.label_names
-    index = {lab: i for i, lab in enumerate(labels)}
-    lowered = {lab.lower(): lab for lab in labels}
-    # One gold label per unique text; conflicting duplicates keep the first and are reported.
-    y_by_text: dict[int, int] = {}
-    conflicts = 0
-    for row_no, (row, pos) in enumerate(zip(table.rows, mapping, strict=True), start=1):
-        if pos < 0:
-            continue  # empty / non-text rows: counted in input_report
-        raw = row.get(label_column)
-        lab = gold_text(raw)
-        if lab is None or lab not in index:
-            near = lowered.get((lab or "").lower())
-            hint = f"did you mean {near!r}? labels must match exactly" if near else (
-                "fix the value, or add the label to the task file's labels"
-            )
-            shown = repr(raw) if lab is None or lab == "" else repr(lab)
-            raise DataError(
-                f"{table.path}, row {row_no}, column {label_column!r}: unknown label {shown}; "
-                f"the task's labels are {labels}",
-                hint=hint,
-            )
-        prev = y_by_text.get(pos)
-        if prev is None:
-            y_by_text[pos] = index[lab]
-        elif prev != index[lab]:
-            conflicts += 1
-
-    keep = sorted(y_by_text)
-    texts = [texts[p] for p in keep]
-    y = np.array([y_by_text[p] for p in keep], dtype=np.int64)
-    counts_idx = Counter(y.tolist())
-    counts = {lab: int(counts_idx.get(i, 0)) for i, lab in enumerate(labels)}
-    warnings: list[str] = []
-    empty = [lab for lab, c in counts.items() if c == 0]
-    if empty:
-        warnings.append(
-            f"no examples for {empty}: the head will give them probability ~0; add examples and refit"
-        )
-    if conflicts:
-        warnings.append(f"{conflicts} repeated texts have another label than their first copy (first kept)")
-    if input_report.empty or input_report.non_text:
-        warnings.append(f"input: {input_report.summary()}")
-    if len(counts_idx) < 2:
-        raise DataError(
-            f"{table.path}: the head needs examples of at least 2 labels in column {label_column!r}, "
-            f"found {sorted(lab for lab, c in counts.items() if c)}",
-        )
-    for w in warnings:
-        log.warning("%s", w)
-
+    counts, warnings = _class_counts(gold, labels, label_column)
     encoder = Encoder(spec.model, max_seq_length=spec.max_seq_length, batch_size=spec.batch_size)
-    with step(f"embedding {len(texts)} gold texts with {spec.model} (max {spec.max_seq_length} tokens)"), caching():
-        X = encoder.encode(texts, normalize=True, progress=progress).astype(np.float64)
-
-    rng = np.random.default_rng(seed)
-    accuracy: float | None = None
-    n_holdout = 0
-    if holdout > 0:
-        train_idx, test_idx = _split(y, holdout, rng)
-        n_holdout = len(test_idx)
-    else:
-        train_idx, test_idx = np.arange(len(y)), np.array([], dtype=np.int64)
-    # C by a validation split of the training part.
-    fit_idx, val_idx = _split(y[train_idx], 0.2, rng)
-    fit_idx, val_idx = train_idx[fit_idx], train_idx[val_idx]
-    # The head's probabilities are the soft labels students learn from, so C is chosen by validation
-    # log loss (a proper scoring rule: rewards calibrated probabilities, not only the argmax).
-    val_scores: dict[float, float] = {}
-    best_C = 10.0
-    with step(f"fitting the logistic head ({len(C_GRID)} values of C, then held-out accuracy, then all rows)"):
-        if len(val_idx) and len(np.unique(y[fit_idx])) >= 2:
-            for C in C_GRID:
-                clf = _fit_lr(X[fit_idx], y[fit_idx], C, seed)
-                val_scores[C] = _log_loss(clf, X[val_idx], y[val_idx], len(labels))
-            best_C = min(val_scores, key=lambda c: (val_scores[c], c))
-        if len(test_idx) and len(np.unique(y[train_idx])) >= 2:
-            clf = _fit_lr(X[train_idx], y[train_idx], best_C, seed)
-            accuracy = float((clf.predict(X[test_idx]) == y[test_idx]).mean())
-        clf = _fit_lr(X, y, best_C, seed)
-    W, b = _to_head_weights(clf, len(labels))
-    if out is not None:
-        out_dir = Path(out) if Path(out).is_absolute() else Path.cwd() / out
-    elif spec.head:
-        out_dir = task.resolve(spec.head)
-    else:
-        out_dir = task.work_path / "teacher_head"
+    what = f"{len(gold.texts)} gold texts with {spec.model} (max {spec.max_seq_length} tokens)"
+    with step(f"embedding {what}"), caching():
+        X = encoder.encode(gold.texts, normalize=True, progress=progress).astype(np.float64)
+    fit = _fit_logistic(X, gold.y, len(labels), holdout=holdout, seed=seed)
+    out_dir = _head_dir(task, spec, out)
     setting = _head_setting(task, out_dir)
-    if not spec.head:
-        warnings.append(
-            f'the task file has no [teacher].head; add head = "{setting}" to use this head '
-            "(without it the teacher stays zero-shot)"
-        )
-    elif task.resolve(spec.head).resolve() != out_dir.resolve():
-        warnings.append(
-            f'the task file\'s head = "{spec.head}" points elsewhere; set head = "{setting}" to use this head'
-        )
+    warnings += _setting_warnings(task, spec, out_dir, setting)
     seconds = time.perf_counter() - t0
     metrics = {
-        "holdout_accuracy": accuracy,
-        "n": len(y),
-        "n_holdout": n_holdout,
-        "C": best_C,
-        "val_log_loss": {str(k): v for k, v in val_scores.items()},
+        "holdout_accuracy": fit.accuracy,
+        "n": len(gold.y),
+        "n_holdout": fit.n_holdout,
+        "C": fit.C,
+        "val_log_loss": {str(k): v for k, v in fit.val_scores.items()},
         "counts": counts,
         "source": str(Path(path)),
         "label_column": label_column,
-        "text_fields": fields,
+        "text_fields": gold.fields,
         "seed": seed,
     }
-    head = Head(
+    W, b = _to_head_weights(fit.clf, len(labels))
+    Head(
         W=W, b=b, classes=labels, encoder=spec.model, encoder_fingerprint=encoder.fingerprint(),
         normalize=True, max_seq_length=spec.max_seq_length, metrics=metrics,
-    )
-    head.save(out_dir)
+    ).save(out_dir)
     return HeadReport(
-        path=out_dir,
-        head_setting=setting,
-        encoder=spec.model,
-        n_rows=input_report.total,
-        n=len(y),
-        n_holdout=n_holdout,
-        accuracy=accuracy,
-        C=best_C,
-        counts=counts,
-        val_scores=val_scores,
-        warnings=warnings,
-        input_summary=input_report.summary(),
-        seconds=seconds,
+        path=out_dir, head_setting=setting, encoder=spec.model, n_rows=gold.input_report.total, n=len(gold.y),
+        n_holdout=fit.n_holdout, accuracy=fit.accuracy, C=fit.C, counts=counts, val_scores=fit.val_scores,
+        warnings=warnings, input_summary=gold.input_report.summary(), seconds=seconds,
     )

@@ -2,9 +2,12 @@
 
 Reads only the labeled set (the teacher is never called).  A seeded, stratified held-out part of
 the teacher-labeled data (stratified by the teacher's argmax) drives early stopping, temperature
-scaling and selection.  Selection: the cheapest student by measured CPU time per prediction
-(batch 1, median) whose agreement with the teacher on held-out is at least ``target``; if none
-reaches it, the most agreeing one, with a warning.
+scaling and selection.  Selection (:func:`select_member`) weighs two targets: ``target`` (held-out
+agreement with the teacher, or retention vs gold on a validation set) and ``max_cost_ratio`` (the
+student's cost per prediction as a share of the teacher's, by the verdict's cost model in
+:mod:`distil.cost`).  It picks the cheapest student by measured CPU time per prediction (batch 1,
+median) that meets both; when none does it falls back as :func:`select_member` documents, with a
+warning.  The reason is recorded in ``config.json`` (``selection_reason``).
 """
 
 from __future__ import annotations
@@ -18,24 +21,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from distil.artifact import FORMAT_VERSION, write_train_hashes
 from distil.calibrate import ece, fit_temperature
+from distil.cost import cost_ratio, cost_target_met, cpu_cost_per_1m, load_prices, lookup_price, token_cost_per_1m
 from distil.data import LabeledSet, write_labeled
 from distil.embcache import caching
-from distil.errors import DataError, MissingExtra
+from distil.errors import ConfigError, DataError, MissingExtra
 from distil.progress import step
 from distil.students.base import LADDER, Student, student_class
 
 if TYPE_CHECKING:
+    from distil.journal import Journal, Row
     from distil.task import Task
 
 log = logging.getLogger("distil.train")
 
 MIN_PER_CLASS = 5  # fewer teacher labels than this for a class → a warning naming it
+#: $ per CPU core-hour that prices a student's (and a CPU teacher's) time: evaluate()'s default.
+CORE_HOUR_USD = 0.05
+#: The router's agreement target when neither ``router_target`` nor a usable ``target`` is given.
+DEFAULT_ROUTER_TARGET = 0.95
 
 
 @dataclass
@@ -50,18 +59,13 @@ class TrainResult:
     n_train: int = 0
     n_heldout: int = 0
     router: Any = None  # distil.route.RouterConfig when a router was fitted
+    selection_reason: str = ""
 
     def summary(self) -> str:
         """The ladder as a few lines for the CLI."""
         lines = [f"student artifact: {self.out} ({self.n_train} train / {self.n_heldout} held-out texts)"]
-        for r in self.ladder:
-            mark = "*" if r.get("chosen") else " "
-            lines.append(
-                f" {mark} {r['name']:<9} agreement {r['agreement']:.4f}  {r['ms_per_pred']:.3f} ms/pred  "
-                f"{r['size_mb']:.1f} MB  ECE {r.get('ece', float('nan')):.3f}  train {r.get('train_s', 0):.0f}s"
-                + (f"  retention vs gold (validation) {r['val_retention']:.3f}" if "val_retention" in r else "")
-            )
-        lines.append(f"chosen: {self.chosen}")
+        lines += [_ladder_line(r) for r in self.ladder]
+        lines.append(f"chosen: {self.chosen}" + (f" ({self.selection_reason})" if self.selection_reason else ""))
         if self.router is not None:
             t = self.router.threshold
             lines.append(
@@ -70,6 +74,15 @@ class TrainResult:
             )
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _ladder_line(r: dict[str, Any]) -> str:
+    mark = "*" if r.get("chosen") else " "
+    return (
+        f" {mark} {r['name']:<9} agreement {r['agreement']:.4f}  {r['ms_per_pred']:.3f} ms/pred  "
+        f"{r['size_mb']:.1f} MB  ECE {r.get('ece', float('nan')):.3f}  train {r.get('train_s', 0):.0f}s"
+        + (f"  retention vs gold (validation) {r['val_retention']:.3f}" if "val_retention" in r else "")
+    )
 
 
 def _version() -> str:
@@ -99,16 +112,28 @@ def split_heldout(hard: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray,
     return np.flatnonzero(mask), h
 
 
-def measure_latency(student: Student, texts: Sequence[str], *, calls: int = 30) -> tuple[float, float]:
-    """(CPU ms per prediction at batch 1 — median over ``calls`` calls, predictions/s at batch 256).
+# ---------------------------------------------------------------------------------------------
+# Timing and cost of one member.
 
-    :func:`train` runs it with one torch thread for torch students, so both numbers are per core.
+
+class Latency(NamedTuple):
+    """What :func:`measure_latency` measured on one student."""
+
+    ms_per_pred: float  # CPU ms per prediction at batch 1, median
+    preds_per_s: float  # wall predictions per second at batch 256
+    cpu_s_per_pred_batch: float  # CPU core-seconds per prediction at batch 256 (what the cost model prices)
+
+
+def measure_latency(student: Student, texts: Sequence[str], *, calls: int = 30) -> Latency:
+    """CPU ms per prediction at batch 1 (median over ``calls`` calls), and throughput and CPU time at batch 256.
+
+    :func:`train` runs it with one torch thread for torch students, so the numbers are per core.
     """
     with caching(False):  # a timed prediction computes everything it would compute when served
         return _measure_latency(student, texts, calls)
 
 
-def _measure_latency(student: Student, texts: Sequence[str], calls: int) -> tuple[float, float]:
+def _measure_latency(student: Student, texts: Sequence[str], calls: int) -> Latency:
     pool = [t for t in texts if t] or ["hello"]
     student.predict_proba(pool[:1])
     times = []
@@ -118,15 +143,16 @@ def _measure_latency(student: Student, texts: Sequence[str], calls: int) -> tupl
         times.append(time.process_time() - t0)
     ms = 1000.0 * statistics.median(times)
     batch = [pool[i % len(pool)] for i in range(256)]
-    best = float("inf")
+    best = cpu = float("inf")
     for _ in range(3 if not student.needs_torch else 1):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         student.predict_proba(batch)
         best = min(best, time.perf_counter() - t0)
-    return ms, 256.0 / max(best, 1e-9)
+        cpu = min(cpu, time.process_time() - c0)
+    return Latency(ms, 256.0 / max(best, 1e-9), cpu / 256.0)
 
 
-def _time_member(student: Student, texts: Sequence[str]) -> tuple[float, float]:
+def _time_member(student: Student, texts: Sequence[str]) -> Latency:
     """measure_latency with one torch thread for torch students (CPU time on one core, no spin-wait)."""
     if not student.needs_torch:
         return measure_latency(student, texts, calls=30)
@@ -136,10 +162,16 @@ def _time_member(student: Student, texts: Sequence[str]) -> tuple[float, float]:
         return measure_latency(student, texts, calls=10)
 
 
+def _sig(x: float, digits: int = 4) -> float:
+    """``x`` rounded to ``digits`` significant digits (costs span many orders of magnitude)."""
+    return float(f"{x:.{digits}g}")
+
+
 def _calibrate_and_time(
-    student: Student, name: str, val_texts: Sequence[str], val_probs: np.ndarray, *, hard: bool, train_s: float
+    student: Student, name: str, val_texts: Sequence[str], val_probs: np.ndarray, *, hard: bool, train_s: float,
+    core_hour_usd: float = CORE_HOUR_USD,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """A fitted member's ladder record: held-out agreement, temperature (set on it), ECE, CPU time, size.
+    """A fitted member's ladder record: held-out agreement, temperature (set on it), ECE, CPU time, cost, size.
 
     Returns the record and the member's held-out logits.
     """
@@ -151,7 +183,7 @@ def _calibrate_and_time(
     temp = fit_temperature(logits, val_probs)
     student.temperature_ = temp
     with step(f"timing the {name} student"):
-        ms, pps = _time_member(student, val_texts)
+        lat = _time_member(student, val_texts)
     rec: dict[str, Any] = {
         "name": name,
         "soft": not hard,
@@ -159,8 +191,9 @@ def _calibrate_and_time(
         "ece": round(ece(softmax(logits / temp), val_hard), 6),
         "ece_before": round(ece(softmax(logits), val_hard), 6),
         "temperature": round(temp, 6),
-        "ms_per_pred": round(ms, 4),
-        "preds_per_s": round(pps, 1),
+        "ms_per_pred": round(lat.ms_per_pred, 4),
+        "preds_per_s": round(lat.preds_per_s, 1),
+        "cost_per_1m": _sig(cpu_cost_per_1m(lat.cpu_s_per_pred_batch, core_hour_usd)),
         "size_mb": round(student.size_bytes() / 1e6, 3),
         "train_s": round(train_s, 2),
         "needs_torch": student.needs_torch,
@@ -169,26 +202,19 @@ def _calibrate_and_time(
     return rec, logits
 
 
+# ---------------------------------------------------------------------------------------------
+# The data: checks, the held-out split, the gold validation set.
+
+
+def _warn(warnings: list[str], msg: str) -> None:
+    warnings.append(msg)
+    log.warning(msg)
+
+
 def _check_data(labeled: LabeledSet, warnings: list[str]) -> LabeledSet:
     if len(labeled.labels) < 2:
         raise DataError(f"labeled set: need at least 2 labels, found {labeled.labels}")
-    keep = [i for i, t in enumerate(labeled.texts) if isinstance(t, str) and t.strip()]
-    if not keep:
-        raise DataError(
-            f"labeled set: all {len(labeled)} texts are empty",
-            hint="check the input column; nothing can be trained on empty texts",
-        )
-    if len(keep) < len(labeled):
-        msg = f"dropped {len(labeled) - len(keep)} empty text(s) from the labeled set"
-        warnings.append(msg)
-        log.warning(msg)
-        labeled = LabeledSet(
-            texts=[labeled.texts[i] for i in keep],
-            probs=labeled.probs[keep],
-            labels=labeled.labels,
-            gold=[labeled.gold[i] for i in keep] if labeled.gold is not None else None,
-            teacher=labeled.teacher,
-        )
+    labeled = _drop_empty_texts(labeled, warnings)
     counts = np.bincount(labeled.hard, minlength=len(labeled.labels))
     present = np.flatnonzero(counts)
     if len(present) < 2:
@@ -201,17 +227,391 @@ def _check_data(labeled: LabeledSet, warnings: list[str]) -> LabeledSet:
     few = [(labeled.labels[i], int(counts[i])) for i in range(len(counts)) if counts[i] < MIN_PER_CLASS]
     if few:
         shown = ", ".join(f"{lab!r} ({n})" for lab, n in few[:20]) + (" …" if len(few) > 20 else "")
-        msg = (
+        _warn(
+            warnings,
             f"{len(few)} class(es) have fewer than {MIN_PER_CLASS} teacher labels: {shown}; "
-            "the student will be weak on them — label more texts of these classes"
+            "the student will be weak on them — label more texts of these classes",
         )
-        warnings.append(msg)
-        log.warning(msg)
     return labeled
 
 
-#: The router's agreement target when neither ``router_target`` nor a usable ``target`` is given.
-DEFAULT_ROUTER_TARGET = 0.95
+def _drop_empty_texts(labeled: LabeledSet, warnings: list[str]) -> LabeledSet:
+    keep = [i for i, t in enumerate(labeled.texts) if isinstance(t, str) and t.strip()]
+    if not keep:
+        raise DataError(
+            f"labeled set: all {len(labeled)} texts are empty",
+            hint="check the input column; nothing can be trained on empty texts",
+        )
+    if len(keep) == len(labeled):
+        return labeled
+    _warn(warnings, f"dropped {len(labeled) - len(keep)} empty text(s) from the labeled set")
+    return _subset(labeled, keep)
+
+
+def _subset(labeled: LabeledSet, rows: Sequence[int]) -> LabeledSet:
+    """The rows ``rows`` of ``labeled`` (gold and teacher kept)."""
+    return LabeledSet(
+        texts=[labeled.texts[i] for i in rows],
+        probs=labeled.probs[list(rows)],
+        labels=labeled.labels,
+        gold=[labeled.gold[i] for i in rows] if labeled.gold is not None else None,
+        teacher=labeled.teacher,
+    )
+
+
+@dataclass
+class _GoldValidation:
+    """A validation set with gold labels: its rows, gold label indices and the teacher's accuracy."""
+
+    labeled: LabeledSet
+    gold: np.ndarray
+    teacher_acc: float
+
+
+@dataclass
+class _Data:
+    """The checked labeled set and its parts: training rows, held-out rows, the gold validation set."""
+
+    labeled: LabeledSet
+    train: LabeledSet
+    heldout: LabeledSet
+    validation: _GoldValidation | None
+
+
+def _split_data(labeled: LabeledSet, heldout_frac: float, seed: int, validation: LabeledSet | None) -> _Data:
+    tr_idx, ho_idx = split_heldout(labeled.hard, heldout_frac, seed)
+    if len(ho_idx) == 0:
+        raise DataError(
+            f"labeled set: {len(labeled)} texts leave nothing for the held-out split "
+            f"(heldout_frac={heldout_frac})",
+            hint="label more texts (a few per class at least) or raise heldout_frac",
+        )
+    return _Data(
+        labeled=labeled,
+        train=_subset(labeled, tr_idx.tolist()),
+        heldout=_subset(labeled, ho_idx.tolist()),
+        validation=_gold_validation(validation, labeled.labels),
+    )
+
+
+def _gold_validation(validation: LabeledSet | None, labels: list[str]) -> _GoldValidation | None:
+    if validation is None:
+        return None
+    if validation.labels != labels or validation.gold is None:
+        raise DataError("train: the validation set needs the same labels as the training set and gold labels")
+    keep = [i for i, g in enumerate(validation.gold) if g in labels]
+    if len(keep) < 20:
+        raise DataError(f"train: only {len(keep)} validation rows have a gold label; need at least 20")
+    kept = _subset(validation, keep)
+    gold = np.array([labels.index(str(g)) for g in kept.gold or []])
+    teacher_acc = float(np.mean(kept.probs.argmax(axis=1) == gold))
+    if teacher_acc <= 0:
+        raise DataError("train: the teacher got every validation row wrong; retention is undefined")
+    return _GoldValidation(kept, gold, teacher_acc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training the ladder.
+
+
+@dataclass
+class _Run:
+    """The settings of one :func:`train` run that every member's training reads."""
+
+    out: Path
+    students: Sequence[str]
+    seed: int
+    hard: bool
+    resume: bool
+    params: dict[str, dict[str, Any]]
+    core_hour_usd: float
+    say: Callable[[str], None]
+    warnings: list[str]
+
+
+def _check_options(students: Sequence[str], heldout_frac: float) -> None:
+    if not students:
+        raise DataError("train: no students to train", hint=f"choose some of {', '.join(LADDER)}")
+    unknown = [s for s in students if s not in LADDER]
+    if unknown:
+        raise ConfigError(f"unknown student(s) {unknown}", hint=f"choose from {', '.join(LADDER)}")
+    if not 0.0 < heldout_frac < 1.0:
+        raise ConfigError(f"heldout_frac must be between 0 and 1, found {heldout_frac}")
+
+
+def _train_ladder(run: _Run, data: _Data) -> list[dict[str, Any]]:
+    """Train, calibrate, time, score and save every member; skip (with a warning) those missing an extra."""
+    ladder = [rec for n, name in enumerate(run.students, 1) if (rec := _train_member(run, data, name, n))]
+    if not ladder:
+        raise DataError("train: no student could be trained", hint="; ".join(run.warnings))
+    return ladder
+
+
+def _member_kwargs(run: _Run, name: str) -> dict[str, Any]:
+    kwargs = dict(run.params.get(name, {}))
+    kwargs.setdefault("seed", run.seed)
+    if name == "finetune":
+        kwargs.setdefault("checkpoint_dir", str(run.out / ".checkpoints" / "finetune"))
+        kwargs.setdefault("resume", run.resume)
+    return kwargs
+
+
+def _fit_member(run: _Run, data: _Data, name: str, n: int) -> tuple[Student, float] | None:
+    """The fitted member and its training seconds, or None when it needs a missing extra."""
+    count = f"({n}/{len(run.students)}) on {len(data.train)} texts"
+    run.say(f"training {name} {count}")
+    try:
+        student = student_class(name)(**_member_kwargs(run, name))
+        t0 = time.perf_counter()
+        with step(f"training the {name} student {count}"), caching():
+            student.fit(
+                data.train.texts, data.train.probs, labels=data.labeled.labels,
+                val_texts=data.heldout.texts, val_probs=data.heldout.probs, hard=run.hard,
+            )
+        return student, time.perf_counter() - t0
+    except MissingExtra as exc:
+        _warn(run.warnings, f"skipped the {name} student: {exc}")
+        return None
+
+
+def _train_member(run: _Run, data: _Data, name: str, n: int) -> dict[str, Any] | None:
+    """One member's ladder record (its weights saved under ``ladder/<name>``), or None when skipped."""
+    fitted = _fit_member(run, data, name, n)
+    if fitted is None:
+        return None
+    student, train_s = fitted
+    run.say(f"calibrating and timing {name}")
+    rec, logits = _calibrate_and_time(
+        student, name, data.heldout.texts, data.heldout.probs, hard=run.hard, train_s=train_s,
+        core_hour_usd=run.core_hour_usd,
+    )
+    folder = run.out / "ladder" / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    student.save(folder)
+    rec.update(_gold_scores(student, logits, data))
+    log.info("%s: agreement %.4f, %.3f ms/pred, %.1f MB", name, rec["agreement"], rec["ms_per_pred"],
+             rec["size_mb"])
+    return rec
+
+
+def _gold_scores(student: Student, logits: np.ndarray, data: _Data) -> dict[str, float]:
+    """Accuracy vs gold on held-out rows that have it; accuracy and retention on the validation set."""
+    scores: dict[str, float] = {}
+    labels = data.labeled.labels
+    gold_idx = [(i, labels.index(g)) for i, g in enumerate(data.heldout.gold or []) if g in labels]
+    if gold_idx:
+        rows, ys = zip(*gold_idx, strict=True)
+        scores["heldout_gold_acc"] = round(float(np.mean(logits[list(rows)].argmax(1) == np.array(ys))), 6)
+    val = data.validation
+    if val is not None:
+        with caching():
+            val_logits = student.predict_logits(val.labeled.texts)
+        val_acc = float(np.mean(val_logits.argmax(axis=1) == val.gold))
+        scores["val_gold_acc"] = round(val_acc, 6)
+        scores["val_retention"] = round(val_acc / val.teacher_acc, 6)
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection.
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The member :func:`select_member` chose, why, and the warning when a target was missed."""
+
+    chosen: str
+    reason: str
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class _Goal:
+    """The two selection targets and how a ladder record is judged against them."""
+
+    key: str
+    what: str
+    target: float
+    max_cost_ratio: float | None
+    teacher_cost_per_1m: float | None
+
+    def meets_quality(self, rec: dict[str, Any]) -> bool:
+        return bool(rec[self.key] >= self.target)
+
+    def cost_met(self, rec: dict[str, Any]) -> bool | None:
+        """The verdict's cost rule (:func:`distil.cost.cost_target_met`); None when it cannot be judged."""
+        if self.max_cost_ratio is None:
+            return None
+        return cost_target_met(cost_ratio(self.teacher_cost_per_1m, rec.get("cost_per_1m")), self.max_cost_ratio)
+
+    def share(self, rec: dict[str, Any]) -> str:
+        ratio = cost_ratio(self.teacher_cost_per_1m, rec.get("cost_per_1m"))
+        return "unknown" if ratio is None else f"{1.0 / ratio:.3g}"
+
+    @property
+    def cost_text(self) -> str:
+        return f"the cost target (at most {self.max_cost_ratio:g} of the teacher's cost per prediction)"
+
+    @property
+    def cost_unjudged(self) -> str:
+        """A note when a cost target is set but the teacher's cost is unknown (so it is not applied)."""
+        if self.max_cost_ratio is None or self.teacher_cost_per_1m:
+            return ""
+        return "; the cost target is not applied: the teacher's cost per prediction is unknown"
+
+
+def _cheapest(recs: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+    return min(recs, key=lambda r: (r["ms_per_pred"], -r[key]))
+
+
+def _best(recs: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+    return max(recs, key=lambda r: (r[key], -r["ms_per_pred"]))
+
+
+def select_member(
+    ladder: Sequence[dict[str, Any]],
+    *,
+    target: float,
+    key: str = "agreement",
+    what: str = "agreement with the teacher",
+    max_cost_ratio: float | None = None,
+    teacher_cost_per_1m: float | None = None,
+) -> Selection:
+    """Choose a ladder member by the quality target (``rec[key] >= target``) and the cost target.
+
+    The cost target holds when the member's ``cost_per_1m`` is at most ``max_cost_ratio`` of
+    ``teacher_cost_per_1m`` (the verdict's rule); it is not applied when either is None.  In order:
+
+    1. members meeting both targets → the cheapest by ``ms_per_pred``;
+    2. members meeting the quality target only → the cheapest of them (warning: cost target missed);
+    3. no member meets the quality target → the best by ``key`` among those within the cost target
+       (warning), else the best by ``key`` of all (warning: both missed).
+    """
+    goal = _Goal(key, what, target, max_cost_ratio, teacher_cost_per_1m)
+    ok = [r for r in ladder if goal.meets_quality(r)]
+    both = [r for r in ok if goal.cost_met(r) is not False]
+    if both:
+        return _chose_within(_cheapest(both, key), goal)
+    if ok:
+        return _chose_over_cost(_cheapest(ok, key), goal)
+    within = [r for r in ladder if goal.cost_met(r)]
+    return _chose_below_target(_best(within or list(ladder), key), goal, within=bool(within))
+
+
+def _chose_within(rec: dict[str, Any], goal: _Goal) -> Selection:
+    reason = f"the cheapest student whose {goal.what} ({rec[goal.key]:.3f}) reaches {goal.target:.3f}"
+    if goal.cost_met(rec):
+        reason += f", at {goal.share(rec)} of the teacher's cost per prediction (at most {goal.max_cost_ratio:g})"
+    return Selection(str(rec["name"]), reason + goal.cost_unjudged)
+
+
+def _chose_over_cost(rec: dict[str, Any], goal: _Goal) -> Selection:
+    reason = (
+        f"the cheapest student whose {goal.what} ({rec[goal.key]:.3f}) reaches {goal.target:.3f}; "
+        f"none of those meets {goal.cost_text}: {rec['name']} costs {goal.share(rec)} of the teacher's"
+    )
+    return Selection(str(rec["name"]), reason, f"{reason}; the verdict will report the cost target missed")
+
+
+def _chose_below_target(rec: dict[str, Any], goal: _Goal, *, within: bool) -> Selection:
+    name = str(rec["name"])
+    if within:
+        reason = (
+            f"no student reached the target {goal.what} {goal.target:.3f}; chose {name}, the best of those "
+            f"within {goal.cost_text}, at {rec[goal.key]:.3f}"
+        )
+    else:
+        reason = (
+            f"no student reached the target {goal.what} {goal.target:.3f} "
+            f"(best: {name} at {rec[goal.key]:.3f}); chose {name} anyway"
+        )
+        if goal.max_cost_ratio is not None and goal.teacher_cost_per_1m:
+            reason += f", though none meets {goal.cost_text} either"
+    reason += goal.cost_unjudged
+    return Selection(name, reason, f"{reason} — label more texts or add a stronger student")
+
+
+def _select(ladder: list[dict[str, Any]], data: _Data, options: dict[str, Any], warnings: list[str]) -> Selection:
+    """:func:`select_member` on the figures this run measured; mark the chosen record, log a missed target."""
+    by_val = data.validation is not None
+    selection = select_member(
+        ladder,
+        target=options["target"],
+        key="val_retention" if by_val else "agreement",
+        what="retention vs gold on the validation set" if by_val else "agreement with the teacher",
+        max_cost_ratio=options["max_cost_ratio"],
+        teacher_cost_per_1m=options["teacher_cost_per_1m"],
+    )
+    if selection.warning:
+        _warn(warnings, selection.warning)
+    log.info("chose %s: %s", selection.chosen, selection.reason)
+    next(r for r in ladder if r["name"] == selection.chosen)["chosen"] = True
+    return selection
+
+
+# ---------------------------------------------------------------------------------------------
+# The artifact.
+
+
+def _remove_stale_members(out: Path, ladder: list[dict[str, Any]]) -> None:
+    """Remove members of an earlier run that this run did not train."""
+    if (out / "ladder").is_dir():
+        for old in (out / "ladder").iterdir():
+            if old.name not in {r["name"] for r in ladder}:
+                shutil.rmtree(old)
+
+
+def _config(run: _Run, data: _Data, selection: Selection, options: dict[str, Any]) -> dict[str, Any]:
+    """``config.json``: provenance, settings and the selection."""
+    val = data.validation
+    val_info = {"n": len(val.labeled), "teacher_gold_acc": round(val.teacher_acc, 6)} if val is not None else None
+    return {
+        "format_version": FORMAT_VERSION,
+        "labels": data.labeled.labels,
+        "chosen": selection.chosen,
+        "task_fingerprint": options["task_fingerprint"],
+        "task_path": options["task_path"],
+        "input": options["input"],
+        "selected_by": "val_retention" if val is not None else "agreement",
+        "selection_reason": selection.reason,
+        "validation": val_info,
+        "teacher_fingerprint": data.labeled.teacher,
+        "data_fingerprint": data.labeled.fingerprint(),
+        "heldout_fingerprint": data.heldout.fingerprint(),
+        "seed": run.seed,
+        "target": options["target"],
+        "max_cost_ratio": options["max_cost_ratio"],
+        "teacher_cost_per_1m": options["teacher_cost_per_1m"],
+        "core_hour_usd": run.core_hour_usd,
+        "heldout_frac": options["heldout_frac"],
+        "hard": run.hard,
+        "students": list(run.students),
+        "n_train": len(data.train),
+        "n_heldout": len(data.heldout),
+        "distil_version": _version(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "warnings": run.warnings,
+    }
+
+
+def _write_artifact(out: Path, data: _Data, ladder: list[dict[str, Any]], config: dict[str, Any]) -> None:
+    """Write the artifact's files besides the members' weights (already under ``ladder/``)."""
+    _remove_stale_members(out, ladder)
+    (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (out / "labels.json").write_text(json.dumps(data.labeled.labels, indent=2), encoding="utf-8")
+    (out / "ladder.json").write_text(json.dumps(ladder, indent=2), encoding="utf-8")
+    write_labeled(data.heldout, out / "heldout.parquet")
+    write_train_hashes(out, data.labeled.texts)
+    (out / "README.md").write_text(model_card(config, ladder), encoding="utf-8")
+
+
+def _routing_target(target: float, router_target: float | None) -> float:
+    """``router_target``, else ``target`` when it is a usable agreement (strictly between 0 and 1)."""
+    if router_target is not None:
+        return router_target
+    # a selection target of 0 or 1 ("any student", "perfect") is no routing target
+    return target if 0.0 < target < 1.0 else DEFAULT_ROUTER_TARGET
 
 
 def train(
@@ -230,6 +630,11 @@ def train(
     task_path: str = "",
     validation: LabeledSet | None = None,
     router_target: float | None = None,
+    max_cost_ratio: float | None = None,
+    teacher_cost_per_1m: float | None = None,
+    core_hour_usd: float = CORE_HOUR_USD,
+    input_spec: dict[str, Any] | None = None,
+    routing: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train the ladder ``students`` on ``labeled``, select one, write the artifact folder ``out``.
 
@@ -238,7 +643,10 @@ def train(
     :data:`DEFAULT_ROUTER_TARGET`), so every artifact serves the same way.
 
     ``target``: minimum held-out agreement with the teacher (argmax match) for a student to be
-    chosen.  ``hard``: train on the teacher's argmax only (ablation).  ``resume``: continue the
+    chosen.  ``max_cost_ratio``: the most a chosen student may cost per prediction as a share of
+    ``teacher_cost_per_1m`` ($ per 1M predictions; students are priced by their CPU time at
+    ``core_hour_usd`` per core-hour); not applied when either is None (see :func:`select_member`).
+    ``hard``: train on the teacher's argmax only (ablation).  ``resume``: continue the
     fine-tuning student from its checkpoint in ``out/.checkpoints`` (refused if data or config
     changed).  ``params``: constructor parameters per student name (e.g. ``{"ngram": {"dim": 16}}``).
     ``progress(message)`` is called as each step starts.  Deterministic for a given ``seed``.
@@ -246,169 +654,38 @@ def train(
     training data; when given, a student qualifies by its measured retention on it (student accuracy /
     teacher accuracy vs gold) instead of by held-out agreement — a noisy teacher's disagreements are
     often the teacher's errors, so agreement understates what a student keeps.
+    ``input_spec``: the task's ``[input]`` rule, stored so that ``distil predict``/``drift`` read files
+    the way the students were trained.  ``routing``: the router's certificate settings
+    (``level``, ``calibration``, ``folds``, ``certificate``, ``grid_size``: see
+    :func:`distil.route.fit_router`).
     """
     out = Path(out)
-    say = progress or (lambda _m: None)
-    warnings: list[str] = []
-    if not students:
-        raise DataError("train: no students to train", hint=f"choose some of {', '.join(LADDER)}")
-    unknown = [s for s in students if s not in LADDER]
-    if unknown:
-        from distil.errors import ConfigError
-
-        raise ConfigError(f"unknown student(s) {unknown}", hint=f"choose from {', '.join(LADDER)}")
-    if not 0.0 < heldout_frac < 1.0:
-        from distil.errors import ConfigError
-
-        raise ConfigError(f"heldout_frac must be between 0 and 1, found {heldout_frac}")
-    labeled = _check_data(labeled, warnings)
-    tr_idx, ho_idx = split_heldout(labeled.hard, heldout_frac, seed)
-    if len(ho_idx) == 0:
-        raise DataError(
-            f"labeled set: {len(labeled)} texts leave nothing for the held-out split "
-            f"(heldout_frac={heldout_frac})",
-            hint="label more texts (a few per class at least) or raise heldout_frac",
-        )
-    texts = [labeled.texts[i] for i in tr_idx]
-    probs = labeled.probs[tr_idx]
-    val_texts = [labeled.texts[i] for i in ho_idx]
-    val_probs = labeled.probs[ho_idx]
-    heldout = LabeledSet(
-        texts=val_texts,
-        probs=val_probs,
-        labels=labeled.labels,
-        gold=[labeled.gold[i] for i in ho_idx] if labeled.gold is not None else None,
-        teacher=labeled.teacher,
-    )
-    val_gold: np.ndarray | None = None
-    teacher_val_acc = 0.0
-    if validation is not None:
-        if validation.labels != labeled.labels or validation.gold is None:
-            raise DataError("train: the validation set needs the same labels as the training set and gold labels")
-        keep = [i for i, g in enumerate(validation.gold) if g in labeled.labels]
-        if len(keep) < 20:
-            raise DataError(f"train: only {len(keep)} validation rows have a gold label; need at least 20")
-        val_gold = np.array([labeled.labels.index(str(validation.gold[i])) for i in keep])
-        validation = LabeledSet(
-            [validation.texts[i] for i in keep], validation.probs[keep], validation.labels,
-            gold=[validation.gold[i] for i in keep], teacher=validation.teacher,
-        )
-        teacher_val_acc = float(np.mean(validation.probs.argmax(axis=1) == val_gold))
-        if teacher_val_acc <= 0:
-            raise DataError("train: the teacher got every validation row wrong; retention is undefined")
+    run = _Run(out, students, seed, hard, resume, params or {}, core_hour_usd, progress or (lambda _m: None), [])
+    _check_options(students, heldout_frac)
+    data = _split_data(_check_data(labeled, run.warnings), heldout_frac, seed, validation)
     out.mkdir(parents=True, exist_ok=True)
-    ladder: list[dict[str, Any]] = []
-    for n, name in enumerate(students, 1):
-        kwargs = dict((params or {}).get(name, {}))
-        kwargs.setdefault("seed", seed)
-        if name == "finetune":
-            kwargs.setdefault("checkpoint_dir", str(out / ".checkpoints" / "finetune"))
-            kwargs.setdefault("resume", resume)
-        say(f"training {name} ({n}/{len(students)}) on {len(texts)} texts")
-        try:
-            student = student_class(name)(**kwargs)
-            t0 = time.perf_counter()
-            with step(f"training the {name} student ({n}/{len(students)}) on {len(texts)} texts"), caching():
-                student.fit(
-                    texts, probs, labels=labeled.labels, val_texts=val_texts, val_probs=val_probs, hard=hard
-                )
-            train_s = time.perf_counter() - t0
-        except MissingExtra as exc:
-            msg = f"skipped the {name} student: {exc}"
-            warnings.append(msg)
-            log.warning(msg)
-            continue
-        say(f"calibrating and timing {name}")
-        rec, logits = _calibrate_and_time(student, name, val_texts, val_probs, hard=hard, train_s=train_s)
-        folder = out / "ladder" / name
-        if folder.exists():
-            shutil.rmtree(folder)
-        student.save(folder)
-        if labeled.gold is not None:
-            gold_idx = [
-                (i, labeled.labels.index(g)) for i, g in enumerate(heldout.gold or []) if g in labeled.labels
-            ]
-            if gold_idx:
-                rows, ys = zip(*gold_idx, strict=True)
-                rec["heldout_gold_acc"] = round(
-                    float(np.mean(logits[list(rows)].argmax(1) == np.array(ys))), 6
-                )
-        if validation is not None and val_gold is not None:
-            with caching():
-                val_logits = student.predict_logits(validation.texts)
-            val_acc = float(np.mean(val_logits.argmax(axis=1) == val_gold))
-            rec["val_gold_acc"] = round(val_acc, 6)
-            rec["val_retention"] = round(val_acc / teacher_val_acc, 6)
-        ladder.append(rec)
-        log.info("%s: agreement %.4f, %.3f ms/pred, %.1f MB", name, rec["agreement"], rec["ms_per_pred"],
-                 rec["size_mb"])
-    if not ladder:
-        raise DataError("train: no student could be trained", hint="; ".join(warnings))
-    key = "val_retention" if validation is not None else "agreement"
-    what = "retention vs gold on the validation set" if validation is not None else "agreement with the teacher"
-    ok = [r for r in ladder if r[key] >= target]
-    if ok:
-        best = min(ok, key=lambda r: (r["ms_per_pred"], -r[key]))
-    else:
-        best = max(ladder, key=lambda r: (r[key], -r["ms_per_pred"]))
-        msg = (
-            f"no student reached the target {what} {target:.3f} "
-            f"(best: {best['name']} at {best[key]:.3f}); chose {best['name']} anyway — "
-            "label more texts or add a stronger student"
-        )
-        warnings.append(msg)
-        log.warning(msg)
-    best["chosen"] = True
-    chosen = str(best["name"])
-    say(f"chose {chosen}; writing the artifact to {out}")
-    # remove members of an earlier run that this run did not train
-    if (out / "ladder").is_dir():
-        for old in (out / "ladder").iterdir():
-            if old.name not in {r["name"] for r in ladder}:
-                shutil.rmtree(old)
-    fingerprint = labeled.fingerprint()
-    config: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "labels": labeled.labels,
-        "chosen": chosen,
-        "task_fingerprint": task_fingerprint,
-        "task_path": task_path,
-        "selected_by": key,
-        "validation": (
-            {"n": len(validation), "teacher_gold_acc": round(teacher_val_acc, 6)} if validation is not None else None
-        ),
-        "teacher_fingerprint": labeled.teacher,
-        "data_fingerprint": fingerprint,
-        "heldout_fingerprint": heldout.fingerprint(),
-        "seed": seed,
-        "target": target,
-        "heldout_frac": heldout_frac,
-        "hard": hard,
-        "students": list(students),
-        "n_train": len(texts),
-        "n_heldout": len(val_texts),
-        "distil_version": _version(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "warnings": warnings,
+    ladder = _train_ladder(run, data)
+    options = {
+        "target": target, "max_cost_ratio": max_cost_ratio, "teacher_cost_per_1m": teacher_cost_per_1m,
+        "heldout_frac": heldout_frac, "task_fingerprint": task_fingerprint, "task_path": task_path,
+        "input": input_spec,
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    (out / "labels.json").write_text(json.dumps(labeled.labels, indent=2), encoding="utf-8")
-    (out / "ladder.json").write_text(json.dumps(ladder, indent=2), encoding="utf-8")
-    write_labeled(heldout, out / "heldout.parquet")
-    write_train_hashes(out, labeled.texts)
-    (out / "README.md").write_text(model_card(config, ladder), encoding="utf-8")
+    selection = _select(ladder, data, options, run.warnings)
+    run.say(f"chose {selection.chosen}; writing the artifact to {out}")
+    _write_artifact(out, data, ladder, _config(run, data, selection, options))
     result = TrainResult(
         out=out,
-        chosen=chosen,
+        chosen=selection.chosen,
         ladder=ladder,
-        warnings=warnings,
-        data_fingerprint=fingerprint,
-        n_train=len(texts),
-        n_heldout=len(val_texts),
+        warnings=run.warnings,
+        data_fingerprint=data.labeled.fingerprint(),
+        n_train=len(data.train),
+        n_heldout=len(data.heldout),
+        selection_reason=selection.reason,
     )
-    # a selection target of 0 or 1 ("any student", "perfect") is no routing target
-    routing = router_target if router_target is not None else (target if 0.0 < target < 1.0 else DEFAULT_ROUTER_TARGET)
-    result.router = attach_router(out, labeled, routing)
+    result.router = attach_router(
+        out, data.labeled, _routing_target(target, router_target), seed=seed, **(routing or {})
+    )
     return result
 
 
@@ -436,7 +713,8 @@ on {config["created"]}.
 - labels ({len(labels)}): {shown}
 
 ## Ladder (held-out agreement with the teacher; CPU time per prediction at batch 1)
-Selection rule: the cheapest student by CPU ms/prediction whose agreement ≥ {config["target"]}.
+Selection rule: {_selection_rule(config)}.
+Chosen: {config["chosen"]}, {config.get("selection_reason", "")}.
 
 | student | targets | agreement | ECE (15 bins) before → after | T | CPU ms/pred | preds/s b256 | MB | train s |
 |---|---|---|---|---|---|---|---|---|
@@ -456,10 +734,100 @@ Weights are safetensors + JSON (never pickle). The ngram and static students pre
 """
 
 
+def _selection_rule(config: dict[str, Any]) -> str:
+    by = "retention vs gold (validation)" if config.get("selected_by") == "val_retention" else "agreement"
+    rule = f"the cheapest student by CPU ms/prediction whose {by} ≥ {config['target']}"
+    if config.get("max_cost_ratio") is not None:
+        rule += f" and whose cost per prediction is at most {config['max_cost_ratio']:g} of the teacher's"
+    return rule
+
+
+# ---------------------------------------------------------------------------------------------
+# From a task: its targets, and the teacher's cost from the journal.
+
+
+def teacher_cost_per_1m(
+    task: Task,
+    teacher_fingerprint: str,
+    *,
+    journal: Journal | None = None,
+    core_hour_usd: float = CORE_HOUR_USD,
+    prices: Any = None,
+) -> float | None:
+    """The teacher's $ per 1M predictions, estimated from its ``done`` journal rows (no teacher call).
+
+    A hosted (``openai``) teacher: mean tokens per answer × the model's price, as the verdict
+    computes it (:func:`distil.cost.token_cost_per_1m`; ``prices`` extends the price table).  A
+    teacher on our CPU: its CPU core-seconds per answer (a local teacher's journaled cost, else the
+    journaled time per answer) × ``core_hour_usd`` (:func:`distil.cost.cpu_cost_per_1m`), where the
+    verdict times it directly.  None when nothing is known (no journal, no rows, no price).
+    """
+    if not teacher_fingerprint:
+        return None
+    if journal is not None:
+        return _cost_from_rows(task, list(journal.rows(teacher=teacher_fingerprint, status="done")),
+                               core_hour_usd, prices)
+    if not task.journal_path.exists():
+        return None
+    from distil.journal import Journal
+
+    with Journal(task.journal_path) as jr:
+        return teacher_cost_per_1m(task, teacher_fingerprint, journal=jr, core_hour_usd=core_hour_usd, prices=prices)
+
+
+def _cost_from_rows(task: Task, rows: list[Row], core_hour_usd: float, prices: Any) -> float | None:
+    from distil.task import OpenAITeacherSpec
+
+    spec = task.teacher
+    if isinstance(spec, OpenAITeacherSpec):
+        return _token_cost(spec, rows, prices)
+    return _cpu_cost(task, rows, core_hour_usd)
+
+
+def _token_cost(spec: Any, rows: list[Row], prices: Any) -> float | None:
+    token_rows = [r for r in rows if r.tokens_in or r.tokens_out]
+    price = lookup_price(
+        spec.model, load_prices(prices), price_in_per_1m=spec.price_in_per_1m, price_out_per_1m=spec.price_out_per_1m
+    )
+    if price is None or not token_rows:
+        return None
+    tin = float(np.mean([r.tokens_in for r in token_rows]))
+    tout = float(np.mean([r.tokens_out for r in token_rows]))
+    return token_cost_per_1m(tin, tout, price)
+
+
+def _cpu_cost(task: Task, rows: list[Row], core_hour_usd: float) -> float | None:
+    from distil.task import LocalTeacherSpec
+
+    seconds = [r.latency_ms / 1000.0 for r in rows if r.latency_ms > 0]
+    spec = task.teacher
+    if isinstance(spec, LocalTeacherSpec) and spec.price_per_core_hour > 0:  # its cost is CPU time × that price
+        seconds = [r.cost * 3600.0 / spec.price_per_core_hour for r in rows if r.cost > 0] or seconds
+    return cpu_cost_per_1m(statistics.median(seconds), core_hour_usd) if seconds else None
+
+
+def task_settings(task: Task, teacher_fingerprint: str, *, journal: Journal | None = None) -> dict[str, Any]:
+    """:func:`train`'s keywords from a task: its ``[targets]``, the teacher's cost, the fingerprint and path.
+
+    ``target`` = ``min_retention``, ``router_target`` = ``routing_agreement``, ``max_cost_ratio``
+    and ``teacher_cost_per_1m`` (:func:`teacher_cost_per_1m` from ``journal``, else the task's own).
+    """
+    return {
+        "target": task.targets.min_retention,
+        "router_target": task.targets.routing_agreement,
+        "max_cost_ratio": task.targets.max_cost_ratio,
+        "teacher_cost_per_1m": teacher_cost_per_1m(task, teacher_fingerprint, journal=journal),
+        "task_fingerprint": task.fingerprint(),
+        "task_path": str(task.path or ""),
+        "input_spec": task.input.model_dump(),
+    }
+
+
 def train_task(task: Task, out: str | Path | None = None, **kw: Any) -> TrainResult:
     """Train from the task's journal (``distil.label.labeled_set(task)``) into ``out``.
 
-    ``out`` defaults to ``<work dir>/student``; ``target`` defaults to ``task.targets.min_retention``.
+    ``out`` defaults to ``<work dir>/student``; ``target``, ``router_target``, ``max_cost_ratio``
+    and ``teacher_cost_per_1m`` default to the task's (:func:`task_settings`) where not given or None.
     Only answers asked for training are used (never those of ``distil eval`` or ``--valid``);
     ``include_sources=("eval",)`` adds others by name; ``workspace`` lends its teacher and journal.
     Other keywords go to :func:`train`.
@@ -472,20 +840,19 @@ def train_task(task: Task, out: str | Path | None = None, **kw: Any) -> TrainRes
         labeled = labeled_set(task, teacher=ws.teacher, journal=ws.journal, include=include)
     else:
         labeled = labeled_set(task, include=include)
-    kw.setdefault("target", task.targets.min_retention)
-    if kw.get("router_target") is None:
-        kw["router_target"] = task.targets.routing_agreement
-    kw.setdefault("task_fingerprint", task.fingerprint())
-    kw.setdefault("task_path", str(task.path or ""))
+    settings = task_settings(task, labeled.teacher, journal=ws.journal if ws is not None else None)
+    kw.update({k: v for k, v in settings.items() if kw.get(k) is None})
     return train(labeled, Path(out) if out is not None else task.work_path / "student", **kw)
 
 
-def attach_router(out: Path, labeled: LabeledSet, target_agreement: float) -> Any:
+def attach_router(out: Path, labeled: LabeledSet, target_agreement: float, **routing: Any) -> Any:
     """Fit the serving router (confidence threshold + OOD guard) into the artifact ``out``.
 
     The OOD reference is the training texts without the held-out split (held-out texts set the
-    OOD threshold, so they must not be in the reference).  A target no threshold can meet is not
-    an error: the router then sends everything to the teacher, and the summary says so.
+    OOD threshold, so they must not be in the reference).  The threshold is certified on
+    out-of-fold scores over all of ``labeled`` (``routing`` may change the calibration, folds,
+    level, certificate and grid: :func:`distil.route.fit_router`).  A target no threshold can meet
+    is not an error: the router then sends everything to the teacher, and the summary says so.
     """
     import warnings as _warnings
 
@@ -496,4 +863,4 @@ def attach_router(out: Path, labeled: LabeledSet, target_agreement: float) -> An
     train_texts = [t for t in labeled.texts if t not in held]
     with step("fitting the serving router (threshold + OOD guard)"), _warnings.catch_warnings(), caching():
         _warnings.simplefilter("ignore")  # caching: the student's features of texts it was trained on
-        return fit_router(out, train_texts, target_agreement=target_agreement)
+        return fit_router(out, train_texts, target_agreement=target_agreement, labeled=labeled, **routing)

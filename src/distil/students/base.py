@@ -383,16 +383,7 @@ def _fit_head(
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    k = probs.shape[1]
-    d = x.shape[1]
-    if head == "linear":
-        net: torch.nn.Module = torch.nn.Linear(d, k)
-    elif head == "mlp":
-        net = torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, k))
-    else:
-        from distil.errors import ConfigError
-
-        raise ConfigError(f"head must be 'linear' or 'mlp', found {head!r}")
+    net = _build_head(head, x.shape[1], probs.shape[1], hidden)
     t, a = (1.0, 0.0) if hard else (temperature, alpha)
     targets = torch.from_numpy(targets_for(probs, hard).astype(np.float32))
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -413,12 +404,7 @@ def _fit_head(
             opt.step()
         if vx is None or vp is None:
             continue
-        net.eval()
-        with torch.no_grad():
-            vz = net(vx)
-            agree = float((vz.argmax(1) == vp.argmax(1)).float().mean())
-            vloss = float(kd_loss(vz, vp, temperature=temperature, alpha=alpha))
-        score = (agree, -vloss)
+        score = _val_score(net, vx, vp, temperature=temperature, alpha=alpha)
         if best is None or score > best:
             best, bad = score, 0
             best_state = {n: p.detach().clone() for n, p in net.state_dict().items()}
@@ -428,6 +414,38 @@ def _fit_head(
                 break
     if best_state:
         net.load_state_dict(best_state)
+    return _head_arrays(net, head)
+
+
+def _build_head(head: str, d: int, k: int, hidden: int) -> Any:
+    """A ``linear`` (d → k) or ``mlp`` (d → hidden → ReLU → k) torch head."""
+    import torch
+
+    if head == "linear":
+        return torch.nn.Linear(d, k)
+    if head == "mlp":
+        return torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, k))
+    from distil.errors import ConfigError
+
+    raise ConfigError(f"head must be 'linear' or 'mlp', found {head!r}")
+
+
+def _val_score(net: Any, vx: Any, vp: Any, *, temperature: float, alpha: float) -> tuple[float, float]:
+    """(validation agreement with the teacher, minus validation KD loss): higher is better."""
+    import torch
+
+    from distil.losses import kd_loss
+
+    net.eval()
+    with torch.no_grad():
+        vz = net(vx)
+        agree = float((vz.argmax(1) == vp.argmax(1)).float().mean())
+        vloss = float(kd_loss(vz, vp, temperature=temperature, alpha=alpha))
+    return agree, -vloss
+
+
+def _head_arrays(net: Any, head: str) -> dict[str, np.ndarray]:
+    """The trained head's weights as the numpy arrays :func:`head_forward` reads."""
     sd = net.state_dict()
     if head == "linear":
         return {"head.w": sd["weight"].numpy().T.copy(), "head.b": sd["bias"].numpy().copy()}

@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -47,6 +48,17 @@ def data_fingerprint(
     if val_probs is not None:
         h.update(np.round(np.asarray(val_probs, dtype=np.float32), 5).tobytes())
     return h.hexdigest()[:16]
+
+
+@dataclass
+class _Progress:
+    """Where a fine-tuning run stands: epochs finished, optimizer steps, history, best validation agreement."""
+
+    epoch: int = 0
+    steps: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_agree: float = -1.0
+    done: bool = False  # max_steps reached
 
 
 class FinetuneStudent(Student):
@@ -167,23 +179,45 @@ class FinetuneStudent(Student):
     ) -> Self:
         """Fine-tune encoder + head; checkpoint each epoch; keep the epoch best on validation."""
         import torch
-        from safetensors.torch import load_file, save_file
-        from sentence_transformers import SentenceTransformer
-
-        from distil.losses import kd_loss
-        from distil.models import model_path
 
         p = self._start_fit(texts, probs, labels)
         fp = data_fingerprint(texts, p, labels, val_texts, val_probs, hard)
         ckpt = Path(self.checkpoint_dir) if self.checkpoint_dir else None
         state = self._check_resumable(ckpt, fp) if ckpt is not None else None
+        model, head, opt = self._build(ckpt if state is not None else None, len(labels))
+        prog = self._resume(ckpt, state, head, opt)
+        self.resumed_from_ = prog.epoch
+        warn_truncated(model.tokenizer, texts, self.max_seq_length, "finetune student")
+        targets = torch.from_numpy(targets_for(p, hard))
+        texts = list(texts)
+        prog.done = self.max_steps is not None and prog.steps >= self.max_steps
+        for epoch in range(prog.epoch, self.epochs):
+            if prog.done:
+                break
+            loss = self._train_epoch(model, head, opt, texts, targets, epoch, prog, hard)
+            improved = self._end_epoch(model, head, epoch, loss, prog, val_texts, val_probs)
+            self._keep_epoch(ckpt, model, head, opt, improved, prog, fp)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch + 1)
+        model = self._restore_best(ckpt, model, head)
+        model.eval()
+        self.model_, self.head_ = model, self._head_numpy(head)
+        self.history_ = prog.history
+        self.steps_ = prog.steps
+        return self
+
+    def _build(self, resume_from: Path | None, k: int) -> tuple[Any, Any, Any]:
+        """The encoder (the base model, or the last checkpoint's in ``resume_from``), a linear head, AdamW."""
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        from distil.models import model_path
 
         torch.manual_seed(self.seed)
-        src = ckpt / "last" / "encoder" if state is not None and ckpt is not None else model_path(self.base)
+        src = resume_from / "last" / "encoder" if resume_from is not None else model_path(self.base)
         model = SentenceTransformer(str(src), device="cpu")
         model.max_seq_length = self.max_seq_length
-        dim = embedding_dim(model)
-        head = torch.nn.Linear(dim, len(labels))
+        head = torch.nn.Linear(embedding_dim(model), k)
         opt = torch.optim.AdamW(
             [
                 {"params": list(model.parameters()), "lr": self.lr},
@@ -191,89 +225,124 @@ class FinetuneStudent(Student):
             ],
             weight_decay=self.weight_decay,
         )
-        start_epoch, steps = 0, 0
-        history: list[dict[str, float]] = []
-        best_agree = -1.0
-        if state is not None and ckpt is not None:
-            head.load_state_dict(load_file(str(ckpt / "last" / "head.safetensors")))
-            self._load_opt(opt, ckpt / "last" / "optim.safetensors")
-            start_epoch, steps = int(state["epoch"]), int(state["steps"])
-            history = list(state["history"])
-            best_agree = float(state.get("best_agreement", -1.0))
-            log.info("finetune: resuming after epoch %d from %s", start_epoch, ckpt)
-        self.resumed_from_ = start_epoch
+        return model, head, opt
 
-        warn_truncated(model.tokenizer, texts, self.max_seq_length, "finetune student")
+    def _resume(self, ckpt: Path | None, state: dict[str, Any] | None, head: Any, opt: Any) -> _Progress:
+        """Where the run stands: fresh, or after the checkpoint's last epoch (head and optimizer restored)."""
+        if state is None or ckpt is None:
+            return _Progress()
+        from safetensors.torch import load_file
+
+        head.load_state_dict(load_file(str(ckpt / "last" / "head.safetensors")))
+        self._load_opt(opt, ckpt / "last" / "optim.safetensors")
+        prog = _Progress(
+            epoch=int(state["epoch"]),
+            steps=int(state["steps"]),
+            history=list(state["history"]),
+            best_agree=float(state.get("best_agreement", -1.0)),
+        )
+        log.info("finetune: resuming after epoch %d from %s", prog.epoch, ckpt)
+        return prog
+
+    def _train_epoch(
+        self, model: Any, head: Any, opt: Any, texts: list[str], targets: Any, epoch: int, prog: _Progress, hard: bool
+    ) -> float:
+        """One seeded pass over ``texts`` (stopping at ``max_steps``); the last batch's loss."""
+        import torch
+
+        from distil.losses import kd_loss
+
         t, a = (1.0, 0.0) if hard else (self.temperature, self.alpha)
-        targets = torch.from_numpy(targets_for(p, hard))
-        texts = list(texts)
-        done = self.max_steps is not None and steps >= self.max_steps
-        for epoch in range(start_epoch, self.epochs):
-            if done:
+        torch.manual_seed(self.seed * 1000 + epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(texts))
+        model.train()
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            feats = model.tokenize([texts[j] for j in idx])
+            emb = model(feats)["sentence_embedding"]
+            loss = kd_loss(head(emb), targets[torch.from_numpy(idx)], temperature=t, alpha=a)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            prog.steps += 1
+            if self.max_steps is not None and prog.steps >= self.max_steps:
+                prog.done = True
                 break
-            torch.manual_seed(self.seed * 1000 + epoch)
-            order = np.random.default_rng([self.seed, epoch]).permutation(len(texts))
-            model.train()
-            for i in range(0, len(order), self.batch_size):
-                idx = order[i : i + self.batch_size]
-                feats = model.tokenize([texts[j] for j in idx])
-                emb = model(feats)["sentence_embedding"]
-                loss = kd_loss(head(emb), targets[torch.from_numpy(idx)], temperature=t, alpha=a)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                steps += 1
-                if self.max_steps is not None and steps >= self.max_steps:
-                    done = True
-                    break
-            model.eval()
-            self.model_, self.head_ = model, self._head_numpy(head)
-            rec: dict[str, float] = {"epoch": epoch + 1, "steps": steps, "loss": float(loss.detach())}
-            improved = True
-            if val_texts is not None and val_probs is not None and len(val_texts):
-                agree = float(
-                    np.mean(self.predict_logits(val_texts).argmax(1) == np.asarray(val_probs).argmax(1))
-                )
-                rec["val_agreement"] = agree
-                improved = agree > best_agree
-                best_agree = max(best_agree, agree)
-            history.append(rec)
-            if ckpt is not None:
-                last = ckpt / "last"
-                tmp = ckpt / "last.tmp"
-                if tmp.exists():
-                    shutil.rmtree(tmp)
-                tmp.mkdir(parents=True)
-                model.save(str(tmp / "encoder"))
-                save_file(
-                    {k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp / "head.safetensors")
-                )
-                self._save_opt(opt, tmp / "optim.safetensors")
-                if improved:
-                    if (ckpt / "best").exists():
-                        shutil.rmtree(ckpt / "best")
-                    shutil.copytree(tmp, ckpt / "best")
-                if last.exists():
-                    shutil.rmtree(last)
-                tmp.rename(last)
-                st = {
-                    "epoch": epoch + 1,
-                    "steps": steps,
-                    "history": history,
-                    "best_agreement": best_agree,
-                    "data_fingerprint": fp,
-                    "config": self.config_params(),
-                }
-                (ckpt / STATE_FILE).write_text(json.dumps(st, indent=2), encoding="utf-8")
-            elif improved:
-                self._best_mem = (
-                    {k: v.detach().clone() for k, v in model.state_dict().items()},
-                    {k: v.detach().clone() for k, v in head.state_dict().items()},
-                )
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(epoch + 1)
-        # keep the best epoch on validation
+        return float(loss.detach())
+
+    def _end_epoch(
+        self,
+        model: Any,
+        head: Any,
+        epoch: int,
+        loss: float,
+        prog: _Progress,
+        val_texts: Sequence[str] | None,
+        val_probs: np.ndarray | None,
+    ) -> bool:
+        """Add the epoch to the history; whether it is the best on validation so far (True without one)."""
+        model.eval()
+        self.model_, self.head_ = model, self._head_numpy(head)
+        rec: dict[str, float] = {"epoch": epoch + 1, "steps": prog.steps, "loss": loss}
+        improved = True
+        if val_texts is not None and val_probs is not None and len(val_texts):
+            agree = float(np.mean(self.predict_logits(val_texts).argmax(1) == np.asarray(val_probs).argmax(1)))
+            rec["val_agreement"] = agree
+            improved = agree > prog.best_agree
+            prog.best_agree = max(prog.best_agree, agree)
+        prog.history.append(rec)
+        prog.epoch = epoch + 1
+        return improved
+
+    def _keep_epoch(
+        self, ckpt: Path | None, model: Any, head: Any, opt: Any, improved: bool, prog: _Progress, fp: str
+    ) -> None:
+        """Checkpoint the finished epoch (``last``, and ``best`` when improved); without checkpoints keep
+        the best weights in memory."""
+        if ckpt is not None:
+            self._write_checkpoint(ckpt, model, head, opt, improved, prog, fp)
+        elif improved:
+            self._best_mem = (
+                {k: v.detach().clone() for k, v in model.state_dict().items()},
+                {k: v.detach().clone() for k, v in head.state_dict().items()},
+            )
+
+    def _write_checkpoint(
+        self, ckpt: Path, model: Any, head: Any, opt: Any, improved: bool, prog: _Progress, fp: str
+    ) -> None:
+        from safetensors.torch import save_file
+
+        last = ckpt / "last"
+        tmp = ckpt / "last.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        model.save(str(tmp / "encoder"))
+        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp / "head.safetensors"))
+        self._save_opt(opt, tmp / "optim.safetensors")
+        if improved:
+            if (ckpt / "best").exists():
+                shutil.rmtree(ckpt / "best")
+            shutil.copytree(tmp, ckpt / "best")
+        if last.exists():
+            shutil.rmtree(last)
+        tmp.rename(last)
+        st = {
+            "epoch": prog.epoch,
+            "steps": prog.steps,
+            "history": prog.history,
+            "best_agreement": prog.best_agree,
+            "data_fingerprint": fp,
+            "config": self.config_params(),
+        }
+        (ckpt / STATE_FILE).write_text(json.dumps(st, indent=2), encoding="utf-8")
+
+    def _restore_best(self, ckpt: Path | None, model: Any, head: Any) -> Any:
+        """The encoder of the epoch best on validation (``head`` restored in place)."""
         if ckpt is not None and (ckpt / "best").exists():
+            from safetensors.torch import load_file
+            from sentence_transformers import SentenceTransformer
+
             model = SentenceTransformer(str(ckpt / "best" / "encoder"), device="cpu")
             model.max_seq_length = self.max_seq_length
             head.load_state_dict(load_file(str(ckpt / "best" / "head.safetensors")))
@@ -281,11 +350,7 @@ class FinetuneStudent(Student):
             model.load_state_dict(self._best_mem[0])
             head.load_state_dict(self._best_mem[1])
             del self._best_mem
-        model.eval()
-        self.model_, self.head_ = model, self._head_numpy(head)
-        self.history_ = history
-        self.steps_ = steps
-        return self
+        return model
 
     @staticmethod
     def _head_numpy(head: Any) -> dict[str, np.ndarray]:

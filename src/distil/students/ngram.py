@@ -55,49 +55,11 @@ def hash_features(
     lens = np.fromiter((len(e) for e in enc), dtype=np.int64, count=n)
     buf = np.frombuffer(b"".join(enc), dtype=np.uint8).astype(np.uint64)
     doc = np.repeat(np.arange(n, dtype=np.int64), lens)
-    total = len(buf)
     parts: list[np.ndarray] = []
     docs: list[np.ndarray] = []
     with np.errstate(over="ignore"):
-        # character n-grams, the hash of length m+1 extends the one of length m
-        if total >= char_min:
-            h = buf[: total - char_min + 1].copy()
-            for j in range(1, char_min):
-                h = h * _P + buf[j : total - char_min + 1 + j]
-            for m in range(char_min, char_max + 1):
-                if m > char_min:
-                    if total < m:
-                        break
-                    h = h[: total - m + 1] * _P + buf[m - 1 :]
-                starts = np.arange(total - m + 1)
-                ok = doc[starts] == doc[starts + m - 1]
-                parts.append(_mix(h[ok], 0x100 + m, bits))
-                docs.append(doc[: total - m + 1][ok])
-        # words: maximal runs of word bytes; hash = Σ byte · P^(offset in word)
-        is_word = _WORD_BYTE[buf.astype(np.uint8)]
-        if is_word.any():
-            pos = np.flatnonzero(is_word)
-            start_flag = np.ones(len(pos), dtype=bool)
-            start_flag[1:] = pos[1:] != pos[:-1] + 1
-            wstart = np.flatnonzero(start_flag)
-            offset = np.arange(len(pos)) - np.repeat(wstart, np.diff(np.append(wstart, len(pos))))
-            maxlen = int(offset.max()) + 1
-            powers = np.cumprod(np.full(maxlen, _P, dtype=np.uint64))
-            powers = np.concatenate([np.ones(1, dtype=np.uint64), powers[:-1]])
-            wh = np.add.reduceat(buf[pos] * powers[offset], wstart)
-            wdoc = doc[pos[wstart]]
-            parts.append(_mix(wh, 0x201, bits))
-            docs.append(wdoc)
-            for g in range(2, word_ngrams + 1):
-                if len(wh) < g:
-                    break
-                gh = wh[: len(wh) - g + 1].copy()
-                same = np.ones(len(gh), dtype=bool)
-                for j in range(1, g):
-                    gh = gh * _Q + wh[j : len(wh) - g + 1 + j]
-                    same &= wdoc[: len(wh) - g + 1] == wdoc[j : len(wh) - g + 1 + j]
-                parts.append(_mix(gh[same], 0x200 + g, bits))
-                docs.append(wdoc[: len(wh) - g + 1][same])
+        _char_ngrams(buf, doc, char_min, char_max, bits, parts, docs)
+        _word_ngrams(buf, doc, word_ngrams, bits, parts, docs)
     if not parts:
         return np.zeros(0, dtype=np.int64), np.zeros(n + 1, dtype=np.int64)
     all_docs = np.concatenate(docs)
@@ -107,6 +69,65 @@ def hash_features(
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     return buckets, indptr
+
+
+def _char_ngrams(
+    buf: np.ndarray, doc: np.ndarray, char_min: int, char_max: int, bits: int,
+    parts: list[np.ndarray], docs: list[np.ndarray],
+) -> None:
+    """Append the buckets (and owning texts) of character ``char_min..char_max``-grams within one text.
+
+    The hash of length m+1 extends the one of length m.
+    """
+    total = len(buf)
+    if total < char_min:
+        return
+    h = buf[: total - char_min + 1].copy()
+    for j in range(1, char_min):
+        h = h * _P + buf[j : total - char_min + 1 + j]
+    for m in range(char_min, char_max + 1):
+        if m > char_min:
+            if total < m:
+                break
+            h = h[: total - m + 1] * _P + buf[m - 1 :]
+        starts = np.arange(total - m + 1)
+        ok = doc[starts] == doc[starts + m - 1]
+        parts.append(_mix(h[ok], 0x100 + m, bits))
+        docs.append(doc[: total - m + 1][ok])
+
+
+def _word_ngrams(
+    buf: np.ndarray, doc: np.ndarray, word_ngrams: int, bits: int, parts: list[np.ndarray], docs: list[np.ndarray]
+) -> None:
+    """Append the buckets (and owning texts) of word 1..``word_ngrams``-grams within one text.
+
+    Words are maximal runs of word bytes; a word's hash is Σ byte · P^(offset in word).
+    """
+    is_word = _WORD_BYTE[buf.astype(np.uint8)]
+    if not is_word.any():
+        return
+    pos = np.flatnonzero(is_word)
+    start_flag = np.ones(len(pos), dtype=bool)
+    start_flag[1:] = pos[1:] != pos[:-1] + 1
+    wstart = np.flatnonzero(start_flag)
+    offset = np.arange(len(pos)) - np.repeat(wstart, np.diff(np.append(wstart, len(pos))))
+    maxlen = int(offset.max()) + 1
+    powers = np.cumprod(np.full(maxlen, _P, dtype=np.uint64))
+    powers = np.concatenate([np.ones(1, dtype=np.uint64), powers[:-1]])
+    wh = np.add.reduceat(buf[pos] * powers[offset], wstart)
+    wdoc = doc[pos[wstart]]
+    parts.append(_mix(wh, 0x201, bits))
+    docs.append(wdoc)
+    for g in range(2, word_ngrams + 1):
+        if len(wh) < g:
+            break
+        gh = wh[: len(wh) - g + 1].copy()
+        same = np.ones(len(gh), dtype=bool)
+        for j in range(1, g):
+            gh = gh * _Q + wh[j : len(wh) - g + 1 + j]
+            same &= wdoc[: len(wh) - g + 1] == wdoc[j : len(wh) - g + 1 + j]
+        parts.append(_mix(gh[same], 0x200 + g, bits))
+        docs.append(wdoc[: len(wh) - g + 1][same])
 
 
 def _mean_rows(table: np.ndarray, buckets: np.ndarray, indptr: np.ndarray) -> np.ndarray:

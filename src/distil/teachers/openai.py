@@ -78,7 +78,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from urllib.parse import urlparse
 
 import httpx
@@ -350,25 +350,25 @@ class OpenAITeacher(Teacher):
 
     def _post_once(self, payload: dict[str, Any], probe_5xx: list[int] | None) -> dict[str, Any]:
         """One HTTP attempt: the body, or RetryableError / _HTTPFailure / TeacherError."""
+        resp = self._http_post(payload)
+        if 200 <= resp.status_code < 300:
+            return _choices_body(resp)
+        self._raise_for_status(resp, probe_5xx)
+
+    def _http_post(self, payload: dict[str, Any]) -> httpx.Response:
+        """POST ``payload``; a timeout or a connection failure is a RetryableError."""
         try:
-            resp = self._client.post(self.url, json=payload)
+            return self._client.post(self.url, json=payload)
         except httpx.TimeoutException as exc:
             raise RetryableError(
                 f"{self.url} did not answer within {self.spec.timeout_s:g}s ({type(exc).__name__})"
             ) from None
         except httpx.TransportError as exc:
             raise RetryableError(f"cannot connect to {self.url}: {type(exc).__name__}: {exc}") from None
+
+    def _raise_for_status(self, resp: httpx.Response, probe_5xx: list[int] | None) -> NoReturn:
+        """The error for a non-2xx answer: TeacherError (key, model), RetryableError or _HTTPFailure."""
         status = resp.status_code
-        if 200 <= status < 300:
-            try:
-                body = resp.json()
-            except ValueError:
-                raise _HTTPFailure(
-                    status, f"HTTP {status} with a body that is not JSON: {resp.text[:200]!r}"
-                ) from None
-            if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-                raise _HTTPFailure(status, f"HTTP {status} without 'choices': {resp.text[:200]!r}")
-            return body
         message = _error_message(resp)
         if status in (401, 403):
             hint = (
@@ -427,6 +427,26 @@ class OpenAITeacher(Teacher):
         s = self.spec
         notes: list[str] = []
         spent = {"calls": 0, "attempts": 0, "tokens_in": 0, "tokens_out": 0}
+        send = self._probe_sender(spent)
+        rf = self._probe_response_format(send, notes)
+        out, has_lp = self._probe_logprobs(send, rf, notes)
+        if not out.ok:
+            raise TeacherError(
+                f"{self.url} refused a plain chat completion for model {s.model!r}: {out.error}",
+                hint="check [teacher].model, max_tokens and temperature for this server",
+            )
+        mode: Mode = ("logprobs" if has_lp else "samples") if s.probs == "auto" else s.probs
+        return Capabilities(
+            response_format=rf,
+            logprobs=has_lp,
+            mode=mode,
+            notes=notes,
+            cost=self._cost(spent["tokens_in"], spent["tokens_out"]),
+            **spent,
+        )
+
+    def _probe_sender(self, spent: dict[str, int]) -> Callable[..., _Outcome]:
+        """``send(payload, feature=True)`` for the probe: counts into ``spent``; no answer at all is an error."""
 
         def send(payload: dict[str, Any], *, feature: bool = True) -> _Outcome:
             # A feature request takes a persistent 5xx as a refusal; a plain one retries as usual.
@@ -443,53 +463,50 @@ class OpenAITeacher(Teacher):
                 )
             return out
 
-        rf: ResponseFormat | None = None
-        if s.constrained != "none":
-            style: ResponseFormat
-            for style in ("json_schema", "json_object"):
-                out = send(self._payload(PROBE_TEXT, response_format=style, logprobs=False))
-                if out.ok and self._parse(_content(out.body)) is not None:
-                    rf = style
-                    break
-                why = (out.error or "") if not out.ok else f"answer {_content(out.body)!r} is not a label"
-                if out.ok and _finish_reason(out.body) == "length":
-                    why += f" (cut at max_tokens={s.max_tokens}: raise [teacher].max_tokens)"
-                notes.append(f"response_format {style} refused: {why}")
-            if rf is None and s.constrained == "json_schema":
-                raise TeacherError(
-                    f"{self.url} does not constrain answers to a JSON schema: {'; '.join(notes)}",
-                    hint='set [teacher].constrained = "auto" or "none"',
-                )
+        return send
+
+    def _probe_response_format(self, send: Callable[..., _Outcome], notes: list[str]) -> ResponseFormat | None:
+        """The first constrained-output style the server honours (None: none, or not wanted)."""
+        s = self.spec
+        if s.constrained == "none":
+            return None
+        style: ResponseFormat
+        for style in ("json_schema", "json_object"):
+            out = send(self._payload(PROBE_TEXT, response_format=style, logprobs=False))
+            if out.ok and self._parse(_content(out.body)) is not None:
+                return style
+            why = (out.error or "") if not out.ok else f"answer {_content(out.body)!r} is not a label"
+            if out.ok and _finish_reason(out.body) == "length":
+                why += f" (cut at max_tokens={s.max_tokens}: raise [teacher].max_tokens)"
+            notes.append(f"response_format {style} refused: {why}")
+        if s.constrained == "json_schema":
+            raise TeacherError(
+                f"{self.url} does not constrain answers to a JSON schema: {'; '.join(notes)}",
+                hint='set [teacher].constrained = "auto" or "none"',
+            )
+        return None
+
+    def _probe_logprobs(
+        self, send: Callable[..., _Outcome], rf: ResponseFormat | None, notes: list[str]
+    ) -> tuple[_Outcome, bool]:
+        """A chat completion (with logprobs when wanted) and whether it carried top_logprobs."""
+        s = self.spec
         want_lp = s.probs in ("auto", "logprobs")
         out = send(self._payload(PROBE_TEXT, response_format=rf, logprobs=want_lp), feature=want_lp)
-        has_lp = False
-        if want_lp:
-            if out.ok and _has_top_logprobs(out.body):
-                has_lp = True
-            else:
-                why = (out.error or "") if not out.ok else "the answer carries no top_logprobs"
-                notes.append(f"logprobs not available: {why}")
-                if s.probs == "logprobs":
-                    raise TeacherError(
-                        f"{self.url} does not return logprobs for model {s.model!r}: {why}",
-                        hint='set [teacher].probs = "auto" or "samples"',
-                    )
-                if not out.ok:
-                    out = send(self._payload(PROBE_TEXT, response_format=rf, logprobs=False), feature=False)
-        if not out.ok:
+        if not want_lp:
+            return out, False
+        if out.ok and _has_top_logprobs(out.body):
+            return out, True
+        why = (out.error or "") if not out.ok else "the answer carries no top_logprobs"
+        notes.append(f"logprobs not available: {why}")
+        if s.probs == "logprobs":
             raise TeacherError(
-                f"{self.url} refused a plain chat completion for model {s.model!r}: {out.error}",
-                hint="check [teacher].model, max_tokens and temperature for this server",
+                f"{self.url} does not return logprobs for model {s.model!r}: {why}",
+                hint='set [teacher].probs = "auto" or "samples"',
             )
-        mode: Mode = ("logprobs" if has_lp else "samples") if s.probs == "auto" else s.probs
-        return Capabilities(
-            response_format=rf,
-            logprobs=has_lp,
-            mode=mode,
-            notes=notes,
-            cost=self._cost(spent["tokens_in"], spent["tokens_out"]),
-            **spent,
-        )
+        if not out.ok:
+            out = send(self._payload(PROBE_TEXT, response_format=rf, logprobs=False), feature=False)
+        return out, False
 
     def probe(self) -> Capabilities:
         """Probe the server once (thread-safe) and return what it supports."""
@@ -649,81 +666,135 @@ def label_probs_from_logprobs(
     """
     tokens = [str(it.get("token", "")) for it in items]
     text = "".join(tokens)
-    m = _JSON_VALUE_START.search(text)
-    if m:
-        start, terminators = m.end(), _JSON_TERMINATORS
-        forms = {lab: json.dumps(lab, ensure_ascii=False)[1:-1] for lab in labels}
-    else:
-        start = len(text) - len(text.lstrip(" \t\r\n\"'`"))
-        terminators = _BARE_TERMINATORS
-        forms = {lab: lab for lab in labels}
-
-    def fold(x: str) -> str:
-        return x if case_sensitive else x.casefold()
-
-    forms = {lab: fold(f) for lab, f in forms.items()}
-    # The token holding the first character of the label.
-    pos, first = 0, None
-    for i, tok in enumerate(tokens):
-        if pos <= start < pos + len(tok):
-            first = i
-            break
-        pos += len(tok)
-    if first is None:
+    start, terminators, forms = _label_forms(text, labels)
+    fold: Callable[[str], str] = _same if case_sensitive else str.casefold
+    found = _token_at(tokens, start)
+    if found is None:
         return None, "the answer has no label tokens"
+    first, pos = found
     if not items[first].get("top_logprobs"):
         return None, "no top_logprobs at the label's first token"
-
-    def consistent(ext: str, among: Sequence[str]) -> list[str]:
-        return [
-            lab
-            for lab in among
-            if forms[lab].startswith(ext)
-            or (ext.startswith(forms[lab]) and ext[len(forms[lab])] in terminators)
-        ]
-
-    scores = dict.fromkeys(labels, 0.0)
-    remaining = list(labels)
-    prefix = ""
-    mass = 1.0
+    walk = _LabelWalk({lab: fold(f) for lab, f in forms.items()}, terminators, dict.fromkeys(labels, 0.0), list(labels))
     for i in range(first, len(items)):
         pre = text[pos:start] if i == first else ""
-        item = items[i]
-        gen = fold(str(item.get("token", "")))[len(pre) :]
-        cands: dict[str, float] = {}
-        for alt in item.get("top_logprobs") or []:
-            tok = fold(str(alt.get("token", "")))
-            if tok.startswith(fold(pre)) and len(tok) > len(pre):
-                s = tok[len(pre) :]
-                cands[s] = max(cands.get(s, -math.inf), float(alt.get("logprob", -math.inf)))
-        cands[gen] = max(cands.get(gen, -math.inf), float(item.get("logprob", -math.inf)))
-        groups = {s: g for s in cands if (g := consistent(prefix + s, remaining))}
-        if gen not in groups:
-            return None, f"the generated token {gen!r} leaves the label set after {prefix!r}"
-        weights = {s: math.exp(cands[s]) for s in groups}
-        total = sum(weights.values())
-        if total <= 0:
-            return None, "all label tokens have probability 0"
-        for s, g in groups.items():
-            if s != gen:
-                share = mass * weights[s] / total / len(g)
-                for lab in g:
-                    scores[lab] += share
-        mass *= weights[gen] / total
-        prefix += gen
-        remaining = groups[gen]
-        if len(remaining) == 1:
-            scores[remaining[0]] += mass
-            mass = 0.0
+        why = walk.step(*_candidates(items[i], pre, fold))
+        if why:
+            return None, why
+        if walk.settled():
             break
-    if mass > 0:  # the tokens ended with several labels still possible
-        exact = [lab for lab in remaining if forms[lab] == prefix.rstrip()]
-        for lab in exact or remaining:
-            scores[lab] += mass / len(exact or remaining)
-    probs = normalise(scores, labels)
+    walk.spread_rest()
+    probs = normalise(walk.scores, labels)
     if probs is None:
         return None, "no probability mass on any label"
     return probs, ""
+
+
+def _same(x: str) -> str:
+    return x
+
+
+def _label_forms(text: str, labels: Sequence[str]) -> tuple[int, frozenset[str], dict[str, str]]:
+    """Where the label starts in ``text``, what may end it, and each label as it is written there.
+
+    In a ``{"label": "..."}`` object the label is JSON-escaped and ends at a quote; a bare answer
+    starts after leading blanks and quotes and ends at a blank or punctuation.
+    """
+    m = _JSON_VALUE_START.search(text)
+    if m:
+        return m.end(), _JSON_TERMINATORS, {lab: json.dumps(lab, ensure_ascii=False)[1:-1] for lab in labels}
+    start = len(text) - len(text.lstrip(" \t\r\n\"'`"))
+    return start, _BARE_TERMINATORS, {lab: lab for lab in labels}
+
+
+def _token_at(tokens: Sequence[str], start: int) -> tuple[int, int] | None:
+    """(index, character offset) of the token holding character ``start``; None past the end."""
+    pos = 0
+    for i, tok in enumerate(tokens):
+        if pos <= start < pos + len(tok):
+            return i, pos
+        pos += len(tok)
+    return None
+
+
+def _candidates(item: dict[str, Any], pre: str, fold: Callable[[str], str]) -> tuple[str, dict[str, float]]:
+    """The generated continuation at one position (after ``pre``) and every alternative's best logprob."""
+    gen = fold(str(item.get("token", "")))[len(pre) :]
+    cands: dict[str, float] = {}
+    for alt in item.get("top_logprobs") or []:
+        tok = fold(str(alt.get("token", "")))
+        if tok.startswith(fold(pre)) and len(tok) > len(pre):
+            s = tok[len(pre) :]
+            cands[s] = max(cands.get(s, -math.inf), float(alt.get("logprob", -math.inf)))
+    cands[gen] = max(cands.get(gen, -math.inf), float(item.get("logprob", -math.inf)))
+    return gen, cands
+
+
+@dataclass
+class _LabelWalk:
+    """The walk along the generated label: mass given to labels so far, those still possible, the prefix."""
+
+    forms: dict[str, str]
+    terminators: frozenset[str]
+    scores: dict[str, float]
+    remaining: list[str]
+    prefix: str = ""
+    mass: float = 1.0  # probability of the generated path so far, not yet given to a label
+
+    def consistent(self, ext: str) -> list[str]:
+        """The remaining labels that ``ext`` starts, or that ``ext`` completes up to a terminator."""
+        return [
+            lab
+            for lab in self.remaining
+            if self.forms[lab].startswith(ext)
+            or (ext.startswith(self.forms[lab]) and ext[len(self.forms[lab])] in self.terminators)
+        ]
+
+    def step(self, gen: str, cands: dict[str, float]) -> str:
+        """Give the alternatives' share of the mass to their labels and follow ``gen``; a reason on failure."""
+        groups = {s: g for s in cands if (g := self.consistent(self.prefix + s))}
+        if gen not in groups:
+            return f"the generated token {gen!r} leaves the label set after {self.prefix!r}"
+        weights = {s: math.exp(cands[s]) for s in groups}
+        total = sum(weights.values())
+        if total <= 0:
+            return "all label tokens have probability 0"
+        for s, g in groups.items():
+            if s != gen:
+                share = self.mass * weights[s] / total / len(g)
+                for lab in g:
+                    self.scores[lab] += share
+        self.mass *= weights[gen] / total
+        self.prefix += gen
+        self.remaining = groups[gen]
+        return ""
+
+    def settled(self) -> bool:
+        """True (the mass given to it) once a single label is left."""
+        if len(self.remaining) != 1:
+            return False
+        self.scores[self.remaining[0]] += self.mass
+        self.mass = 0.0
+        return True
+
+    def spread_rest(self) -> None:
+        """The tokens ended with several labels possible: the mass to those the prefix spells exactly, else all."""
+        if self.mass <= 0:
+            return
+        exact = [lab for lab in self.remaining if self.forms[lab] == self.prefix.rstrip()]
+        for lab in exact or self.remaining:
+            self.scores[lab] += self.mass / len(exact or self.remaining)
+
+
+def _choices_body(resp: httpx.Response) -> dict[str, Any]:
+    """A 2xx answer's JSON body; _HTTPFailure when it is not JSON or has no ``choices`` list."""
+    status = resp.status_code
+    try:
+        body = resp.json()
+    except ValueError:
+        raise _HTTPFailure(status, f"HTTP {status} with a body that is not JSON: {resp.text[:200]!r}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+        raise _HTTPFailure(status, f"HTTP {status} without 'choices': {resp.text[:200]!r}")
+    return body
 
 
 def _content(body: dict[str, Any] | None) -> str:

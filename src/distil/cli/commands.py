@@ -1,0 +1,170 @@
+"""The commands other than ``label``/``journal``: one public library call each, then its result shown.
+
+``init`` and ``teacher fit`` set a task up; ``train``, ``predict``, ``eval`` and ``drift`` work on a
+trained student; ``run`` and ``demo`` chain label → train → eval; ``serve`` serves a student.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from distil.cli.display import ConsoleReporter, console, out, print_verdict
+from distil.cli.inputs import load_task, read_artifact_texts
+from distil.errors import ConfigError
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a commented task file."""
+    from distil.task import EXAMPLE_TASK
+
+    folder = Path(args.name)
+    path = folder / "task.toml"
+    if path.exists() and not args.force:
+        raise ConfigError(f"{path} already exists", hint="pass --force to overwrite it")
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(EXAMPLE_TASK.format(name=folder.name), encoding="utf-8")
+    out.print(f"wrote {path}: edit the labels, the input fields and the teacher, then run `distil label`")
+    return 0
+
+
+def cmd_teacher_fit(args: argparse.Namespace) -> int:
+    """Fit a head on the team's gold labels for a local teacher."""
+    from distil.teacher_fit import fit_head
+
+    task = load_task(args.task)
+    report = fit_head(
+        task, args.data, label_column=args.label_column, text_column=args.text_column,
+        out=Path(args.out) if args.out else None, seed=args.seed,
+    )
+    out.print(report.summary() if hasattr(report, "summary") else str(report))
+    return 0
+
+
+def _train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``train_task`` that ``distil train``'s flags set."""
+    kwargs: dict[str, Any] = {"seed": args.seed, "hard": args.hard}
+    if args.students:
+        kwargs["students"] = tuple(s.strip() for s in args.students.split(",") if s.strip())
+    if args.target is not None:
+        kwargs["target"] = args.target
+    if args.router_target is not None:
+        kwargs["router_target"] = args.router_target
+    if args.include_source:
+        kwargs["include_sources"] = tuple(args.include_source)
+    return kwargs
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train the student ladder on the journal's soft labels and pick one."""
+    from distil.train import train_task
+    from distil.workspace import Workspace
+
+    task = load_task(args.task)
+    kwargs = _train_options(args)
+    with Workspace(task) as ws:  # one teacher for the validation file and the journal's answers
+        if args.valid:
+            from distil.pipeline import gold_labeled
+
+            kwargs["validation"] = gold_labeled(
+                task, Path(args.valid), label_column=args.label_column, text_column=args.text_column, workspace=ws
+            )
+        result = train_task(task, Path(args.out), workspace=ws, **kwargs)  # progress: distil.progress lines
+    out.print(result.summary())
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Label new inputs with a trained student (no teacher)."""
+    import json
+
+    from distil.artifact import predict
+
+    texts, report = read_artifact_texts(args.artifact, args.inputs, args.text_column)
+    console.print(f"[bold]{args.inputs}[/]: {report.summary()}")
+    preds = predict(Path(args.artifact), texts)
+    if args.out:
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as fh:
+            for text, p in zip(texts, preds, strict=True):
+                fh.write(json.dumps({"text": text, **p}, ensure_ascii=False) + "\n")
+        console.print(f"predictions: {path}")
+    else:
+        for text, p in zip(texts, preds, strict=True):
+            out.print(json.dumps({"text": text, **p}, ensure_ascii=False), soft_wrap=True)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Measure teacher vs student on a test file; write metrics.json and report.html."""
+    from distil.evaluate import evaluate
+
+    metrics = evaluate(
+        Path(args.artifact), Path(args.test), task=load_task(args.task) if args.task else None,
+        label_column=args.label_column, text_column=args.text_column, out=Path(args.out),
+        allow_overlap=args.allow_overlap,
+    )
+    print_verdict(metrics)
+    out.print(f"metrics: {Path(args.out) / 'metrics.json'}\nreport: {Path(args.out) / 'report.html'}")
+    return 2 if metrics.get("verdict_withheld") else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """label → train → eval in one go."""
+    from distil.pipeline import run
+
+    metrics = run(
+        load_task(args.task), Path(args.inputs), Path(args.out), test=Path(args.test) if args.test else None,
+        label_column=args.label_column, text_column=args.text_column, max_calls=args.max_calls,
+        max_cost=args.max_cost, valid=Path(args.valid) if args.valid else None, strategy=args.strategy,
+        reporter=ConsoleReporter(),
+    )
+    print_verdict(metrics)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Prepare the embedded default (CFPB complaints) and run it end to end."""
+    from distil.pipeline import demo
+
+    metrics = demo(Path(args.out), reporter=ConsoleReporter(), quick=args.quick)
+    print_verdict(metrics)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the student with the teacher behind it."""
+    from distil.serving import serve
+
+    serve(
+        Path(args.artifact), task=load_task(args.task) if args.task else None, host=args.host, port=args.port,
+        target_agreement=args.target_agreement, threshold=args.threshold, level=args.level,
+        token=_token(args.token_env), max_wait_ms=args.max_wait_ms,
+    )
+    return 0
+
+
+def _token(env: str | None) -> str | None:
+    """The bearer token named by ``--token-env``; refuses an unset or empty variable (no silent open server)."""
+    if env is None:
+        return None
+    value = os.environ.get(env)
+    if value is None or not value.strip():
+        raise ConfigError(
+            f"--token-env {env}: the variable is {'not set' if value is None else 'empty'}",
+            hint=f"export {env}=<a long random token>, or leave --token-env out to serve without authentication",
+        )
+    return value
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    """Compare recent traffic with the training data; say whether to retrain."""
+    from distil.drift import drift
+
+    texts, _ = read_artifact_texts(args.artifact, args.inputs, args.text_column)
+    report = drift(Path(args.artifact), texts)
+    out.print(report.summary() if hasattr(report, "summary") else str(report))
+    return 0

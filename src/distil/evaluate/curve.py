@@ -1,0 +1,97 @@
+"""The cascade: the student answers when it is confident enough, the teacher answers the rest.
+
+:func:`cascade_curve` sweeps the confidence threshold over the test rows; :func:`served_block`
+replays the served system (router.json's stored threshold and OOD guard, the same
+:mod:`distil.cascade` rule as ``distil serve``) on them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["cascade_curve", "served_block"]
+
+
+def cascade_curve(
+    conf: np.ndarray,
+    student_pred: np.ndarray,
+    teacher_pred: np.ndarray,
+    gold: np.ndarray | None = None,
+    *,
+    n_points: int = 50,
+    student_cost_per_1m: float | None = None,
+    teacher_cost_per_1m: float | None = None,
+) -> list[dict[str, Any]]:
+    """The student answers when its confidence ≥ threshold; the teacher answers the rest.
+
+    Thresholds are the unique ``n_points`` quantiles of ``conf`` (observed values, numpy
+    ``method="lower"``) plus one just above the
+    maximum (coverage 0: the teacher answers everything).  Each point has ``threshold``,
+    ``coverage`` (share the student answers), ``agreement`` (combined system vs teacher),
+    ``accuracy`` (combined vs gold; None without gold) and ``cost_per_1m`` (the student runs
+    on every input, the teacher on the rest; None if a cost is unknown).  Points are
+    ordered by threshold, ascending.  ``gold`` entries < 0 (no gold label) are ignored.
+    """
+    c = np.asarray(conf, dtype=np.float64)
+    s = np.asarray(student_pred, dtype=np.int64)
+    t = np.asarray(teacher_pred, dtype=np.int64)
+    if c.size == 0:
+        return []
+    qs = np.quantile(c, np.linspace(0.0, 1.0, max(n_points, 2)), method="lower")
+    thresholds = np.unique(np.concatenate([qs, [np.nextafter(c.max(), np.inf)]]))
+    disagree = s != t
+    has_gold = gold is not None and bool((np.asarray(gold) >= 0).any())
+    if has_gold:
+        g = np.asarray(gold, dtype=np.int64)
+        mask = g >= 0
+        s_ok, t_ok = (s == g)[mask], (t == g)[mask]
+    points = []
+    for th in thresholds:
+        confident = c >= th
+        coverage = float(confident.mean())
+        agreement = 1.0 - float((confident & disagree).mean())
+        acc = None
+        if has_gold:
+            cm = confident[mask]
+            acc = float(np.where(cm, s_ok, t_ok).mean())
+        cost = None
+        if student_cost_per_1m is not None and teacher_cost_per_1m is not None:
+            cost = student_cost_per_1m + (1.0 - coverage) * teacher_cost_per_1m
+        points.append({"threshold": float(th), "coverage": coverage, "agreement": agreement,
+                       "accuracy": acc, "cost_per_1m": cost})
+    return points
+
+
+def served_block(
+    artifact: Path,
+    texts: list[str],
+    t_pred: np.ndarray,
+    gold: np.ndarray | None,
+    labels: list[str],
+    warnings: list[str],
+) -> dict[str, Any] | None:
+    """What the served cascade (router.json's threshold + OOD guard) answers on the test rows.
+
+    None, with a warning, when the artifact has no router.
+    """
+    from distil.cascade import Cascade, served_summary
+
+    if not (artifact / "router.json").exists():
+        warnings.append("the artifact has no router.json: what the served system does is not measured")
+        return None
+    cascade = Cascade.load(artifact)
+    teacher_labels = [labels[int(i)] for i in t_pred]
+    answers = cascade.served_on(texts, teacher_labels)
+    gold_labels = None if gold is None else [labels[int(g)] if g >= 0 else None for g in gold]
+    summary = served_summary(answers, teacher_labels, gold_labels)
+    threshold = cascade.router.config.threshold
+    return {
+        "threshold": None if not math.isfinite(threshold.value) else threshold.value,
+        "target_agreement": threshold.target,
+        "ood_guard": cascade.router.ood is not None,
+        **summary,
+    }

@@ -1,0 +1,196 @@
+"""The FastAPI app: build the state, add the middleware and exception handlers, register the routes; run it.
+
+``create_app(artifact_dir, task=...)`` builds the app; ``serve(...)`` runs it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distil.errors import ConfigError, MissingExtra
+from distil.route import Router
+
+try:  # the serve extra; create_app raises MissingExtra without it
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+    from distil.serving.handlers import add_exception_handlers
+    from distil.serving.middleware import AuthMiddleware, BodyLimitMiddleware, CatchAllMiddleware, TimingMiddleware
+
+    _HAVE_FASTAPI = True
+except ImportError:  # pragma: no cover - depends on the environment
+    _HAVE_FASTAPI = False
+
+from distil.serving.schema import chat_completion, parse_chat, parse_classify, read_json
+from distil.serving.state import ServerState, build_state
+
+if TYPE_CHECKING:
+    from distil.task import Task
+    from distil.teachers.base import Teacher
+
+log = logging.getLogger(__name__)
+
+CLASSIFY = ("POST", "/v1/classify")
+CHAT = ("POST", "/v1/chat/completions")
+METRICS = ("GET", "/metrics")
+#: The JSON API: size-limited, counted and timed, its errors JSON (the probes and metrics are not).
+API = frozenset({CLASSIFY, CHAT})
+#: Behind the bearer token when there is one (``/healthz`` and ``/readyz`` stay open for probes).
+PROTECTED = API | {METRICS}
+
+
+def create_app(
+    artifact_dir: str | Path | Router,
+    *,
+    task: Task | str | Path | None = None,
+    target_agreement: float | None = None,
+    threshold: float | None = None,
+    token: str | None = None,
+    level: float | None = None,
+    max_batch: int = 64,
+    max_wait_ms: float = 0.0,
+    max_body_bytes: int = 1_000_000,
+    max_inputs: int = 256,
+    teacher: Teacher | None = None,
+    teacher_timeout_s: float = 30.0,
+    teacher_concurrency: int = 4,
+    breaker_failures: int = 5,
+    breaker_cooldown_s: float = 30.0,
+) -> FastAPI:
+    """Build the serving app for an artifact (or a ready :class:`~distil.route.Router`).
+
+    ``task`` (a :class:`~distil.task.Task` or the path of its task.toml) supplies the teacher
+    (``make_teacher(task)`` unless ``teacher`` is given) and the journal its answers go to;
+    without a task, inputs routed to the teacher are answered by the student, flagged
+    ``degraded``.  ``target_agreement`` (and ``level``) certify a new confidence threshold on the
+    artifact's stored calibration scores; ``threshold`` sets it directly.  ``max_wait_ms`` > 0 holds
+    a request up to that long to batch it with others (0: batch only what is already waiting).
+    ``token`` requires ``Authorization: Bearer``.
+    """
+    if not _HAVE_FASTAPI:  # pragma: no cover - depends on the environment
+        raise MissingExtra("fastapi", "serve")
+    if token is not None and not token.strip():
+        raise ConfigError("the bearer token is empty", hint="set a long random token, or pass none to serve without")
+    if max_inputs < 1 or max_body_bytes < 1:
+        raise ConfigError(f"max_inputs and max_body_bytes must be >= 1, found {max_inputs}, {max_body_bytes}")
+    st = build_state(
+        artifact_dir, task=task, target_agreement=target_agreement, threshold=threshold, teacher=teacher,
+        level=level, max_batch=max_batch, max_wait_ms=max_wait_ms, teacher_timeout_s=teacher_timeout_s,
+        teacher_concurrency=teacher_concurrency, breaker_failures=breaker_failures,
+        breaker_cooldown_s=breaker_cooldown_s,
+    )
+    app = FastAPI(
+        title="distil", description="A distilled student with its teacher behind it.", lifespan=_lifespan(st),
+        docs_url=None, redoc_url=None, openapi_url=None,
+    )
+    app.state.distil = st
+    add_middleware(app, st, token=token, max_body_bytes=max_body_bytes)
+    add_exception_handlers(app, st.metrics)
+    register_routes(app, st, max_inputs=max_inputs)
+    return app
+
+
+def _lifespan(st: ServerState) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        st.start()
+        try:
+            yield
+        finally:
+            await st.stop()
+
+    return lifespan
+
+
+def add_middleware(app: FastAPI, st: ServerState, *, token: str | None, max_body_bytes: int) -> None:
+    """Outermost first: timing and counts, bearer-token auth, body limits, the catch-all 500."""
+    # add_middleware puts each one outside those added before it: add from the innermost out
+    app.add_middleware(CatchAllMiddleware, metrics=st.metrics, endpoints=API)
+    app.add_middleware(BodyLimitMiddleware, metrics=st.metrics, max_body_bytes=max_body_bytes, endpoints=API)
+    if token is not None:
+        app.add_middleware(AuthMiddleware, metrics=st.metrics, token=token, endpoints=PROTECTED)
+    app.add_middleware(TimingMiddleware, metrics=st.metrics, endpoints=API)
+
+
+def register_routes(app: FastAPI, st: ServerState, *, max_inputs: int) -> None:
+    """``/v1/classify``, ``/v1/chat/completions``, ``/healthz``, ``/readyz`` and ``/metrics``."""
+
+    @app.post(CLASSIFY[1])
+    async def classify(request: Request) -> Response:
+        texts = parse_classify(await read_json(request), max_inputs)
+        return JSONResponse(await st.classify(texts))
+
+    @app.post(CHAT[1])
+    async def chat(request: Request) -> Response:
+        text, model = parse_chat(await read_json(request))
+        answer = (await st.classify([text]))[0]
+        return JSONResponse(chat_completion(text, model or st.model_name, answer))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ok = st.ready and st.batcher.running
+        return JSONResponse(readiness(st, ok), 200 if ok else 503)
+
+    @app.get(METRICS[1])
+    async def metrics() -> Response:
+        return PlainTextResponse(st.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def readiness(st: ServerState, ok: bool) -> dict[str, Any]:
+    """The ``/readyz`` body: valid JSON in every state, with the reasons the server is degraded."""
+    threshold = st.router.threshold
+    local = math.isfinite(threshold)
+    teacher = st.breaker.state if st.gateway.available else "none"
+    reasons = []
+    if not local:
+        reasons.append("no confidence threshold met the target agreement: every input goes to the teacher")
+    if teacher == "none":
+        reasons.append("no teacher: the student answers everything, marked degraded where it should not")
+    elif teacher == "open":
+        reasons.append("the teacher failed repeatedly (circuit open): its inputs get the student's answer, degraded")
+    if st.router.ood is None:
+        reasons.append("no OOD guard: unfamiliar inputs are not sent to the teacher")
+    return {
+        "ready": ok, "student": st.router.config.member, "threshold": threshold if local else None,
+        "answers_locally": local, "ood_guard": st.router.ood is not None, "teacher": teacher,
+        "degraded": reasons,
+    }
+
+
+def serve(
+    artifact_dir: str | Path,
+    *,
+    task: Task | str | Path | None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    target_agreement: float | None = None,
+    threshold: float | None = None,
+    token: str | None = None,
+    log_level: str = "info",
+    **options: Any,
+) -> None:
+    """Run :func:`create_app` with uvicorn until interrupted (binds 127.0.0.1 unless told otherwise).
+
+    ``options`` go to :func:`create_app` (``max_batch``, ``max_wait_ms``, ``max_body_bytes``,
+    ``max_inputs``, ``teacher_timeout_s``, ``breaker_failures``, ``breaker_cooldown_s``...).
+    """
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingExtra("uvicorn", "serve") from exc
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        log.warning("serving on %s without a bearer token: anyone who can reach it can use the teacher", host)
+    app = create_app(
+        artifact_dir, task=task, target_agreement=target_agreement, threshold=threshold, token=token,
+        **options,
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
