@@ -12,7 +12,7 @@ from _distil_helpers import small_banking, tiny_static_model
 
 from distil.artifact import load_artifact, predict
 from distil.data import LabeledSet, read_labeled
-from distil.errors import ArtifactError, DataError
+from distil.errors import ArtifactError, ConfigError, DataError
 from distil.train import split_heldout, train
 
 NGRAM = {"bits": 13, "dim": 16, "epochs": 10}
@@ -76,6 +76,20 @@ def test_artifact_folder_and_selection(trained: tuple[Any, LabeledSet, Path]) ->
     assert sum(out_rows[0]["probs"].values()) == pytest.approx(1.0, rel=1e-4)
     card = (out / "README.md").read_text()
     assert ls.fingerprint() in card and "test-teacher" in card and "load_artifact" in card
+
+
+def test_the_router_is_certified_on_out_of_fold_scores_of_the_whole_pool(
+    trained: tuple[Any, LabeledSet, Path],
+) -> None:
+    from distil.route import load_calibration
+
+    _res, ls, out = trained
+    router = json.loads((out / "router.json").read_text())
+    assert router["info"]["calibration"] == "crossfit" and router["info"]["folds"] == 5
+    assert router["info"]["calibration_n"] == len(ls) == router["threshold"]["n"]
+    assert router["threshold"]["method"] == "ltt-fallback"
+    stored = load_calibration(out)
+    assert stored is not None and stored[0].shape == (len(ls),) and stored[2] == "crossfit"
 
 
 def test_deterministic_for_seed(tmp_path: Path, trained: tuple[Any, LabeledSet, Path]) -> None:
@@ -173,3 +187,14 @@ def test_gold_validation_set_drives_selection(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="gold"):
         train(ls, tmp_path / "w", students=("ngram",), params={"ngram": NGRAM},
               validation=LabeledSet(val.texts, val.probs, val.labels))
+
+
+def test_serving_recertifies_a_new_target_on_the_stored_scores(trained: tuple[Any, LabeledSet, Path]) -> None:
+    from distil.route import Router
+
+    _res, ls, out = trained
+    router = Router.load(out, target_agreement=0.6, level=0.9)
+    th = router.config.threshold
+    assert th.n == len(ls) and th.target == 0.6 and th.level == 0.9  # all the cross-fitted scores, not the held-out
+    with pytest.raises(ConfigError, match=r"between 0.5 and 1"):
+        Router.load(out, target_agreement=0.6, level=0.3)

@@ -196,15 +196,17 @@ class Threshold:
 def _check_target(target: float) -> None:
     if not (0.0 < target < 1.0):
         raise ConfigError(
-            f"target agreement must be strictly between 0 and 1, found {target}",
-            hint="e.g. --target-agreement 0.99",
+            f"the router's target agreement (--router-target / --target-agreement / [targets].routing_agreement) "
+            f"must be strictly between 0 and 1, found {target}",
+            hint="e.g. 0.99",
         )
 
 
 def _check_level(level: float) -> None:
-    if not (0.0 < level < 1.0):
+    if not (0.5 < level < 1.0):
         raise ConfigError(
-            f"confidence level must be strictly between 0 and 1, found {level}", hint="e.g. 0.95"
+            f"the guarantee's confidence level (--level) must be strictly between 0.5 and 1, found {level}",
+            hint="e.g. --level 0.95",
         )
 
 

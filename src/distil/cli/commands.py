@@ -54,6 +54,14 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["router_target"] = args.router_target
     if args.include_source:
         kwargs["include_sources"] = tuple(args.include_source)
+    routing = {
+        key: value
+        for key, value in (("level", args.level), ("calibration", args.calibration), ("folds", args.folds),
+                           ("grid_size", args.grid_size))
+        if value is not None
+    }
+    if routing:
+        kwargs["routing"] = routing
     return kwargs
 
 

@@ -94,6 +94,13 @@ def _add_train(sub: Subparsers) -> None:
     s.add_argument("--students", help="comma-separated subset of ngram,static,encoder,finetune")
     s.add_argument("--target", type=float, help="held-out agreement a student must reach (default: the task's)")
     s.add_argument("--router-target", type=float, help="agreement the serving router must guarantee")
+    s.add_argument("--level", type=float, help="confidence level of the router's guarantee (default 0.95)")
+    s.add_argument("--calibration", choices=["crossfit", "heldout"],
+                   help="certify the threshold on out-of-fold scores over all labeled texts (crossfit, the "
+                   "default) or on the held-out split only")
+    s.add_argument("--folds", type=int, help="cross-fitting folds (default 5)")
+    s.add_argument("--grid-size", type=int,
+                   help="candidate thresholds answering 1/N, 2/N, … of the calibration inputs (default 20)")
     s.add_argument("--hard", action="store_true", help="train on the teacher's argmax only (ablation)")
     s.add_argument("--include-source", action="append", metavar="SOURCE",
                    help="also train on answers asked for SOURCE (eval, valid); by default only labeling runs, "
