@@ -19,9 +19,9 @@ time at $0.05 per core-hour) against the teacher alone.
 
 Teachers: the data sets' gold labels given as a function teacher would (0.9 on the answer), and a noisy
 stream — banking77 with a teacher that answers 2 % of inputs at random, so no student can agree with it
-everywhere.  Student: the ngram student (the quickest to train here).  Run::
+everywhere.  Students: ``--students ngram,static,encoder`` (default ngram, the quickest to train).  Run::
 
-    .venv/bin/python benchmarks/bench_cascade.py [--sets banking77,clinc150,noisy] [--targets 0.95,0.99,0.995]
+    .venv/bin/python benchmarks/bench_cascade.py [--sets noisy,banking77,clinc150] [--students ngram,encoder]
 """
 
 from __future__ import annotations
@@ -147,17 +147,17 @@ def row(method: str, thr: float, test: Scores, off: Scores, ms_per_pred: float) 
     ]
 
 
-def run_stream(stream: Stream, targets: list[float], root: Path, seed: int) -> list[list[object]]:
-    """Train the ngram student on the pool, certify at each target by each method, measure on test."""
+def run_stream(stream: Stream, targets: list[float], root: Path, seed: int, student: str) -> list[list[object]]:
+    """Train ``student`` on the pool, certify at each target by each method, measure on test."""
     labels = sorted({g for _, g in stream.pool} | {g for _, g in stream.test})
     texts = list(dict.fromkeys(t for t, _ in stream.pool))
     answer_of = dict(stream.pool)
     labeled = LabeledSet(texts, teacher_probs([answer_of[t] for t in texts], labels), labels, teacher="gold")
-    out = root / stream.name.split(",")[0].replace(" ", "_") / ("noisy" if "random" in stream.name else "gold")
+    out = root / stream.name.split(",")[0] / ("noisy" if "random" in stream.name else "gold") / student
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RoutingWarning)
-        train(labeled, out, students=["ngram"], seed=seed)
+        train(labeled, out, students=[student], seed=seed)
         art = load_artifact(out)
         held = set(art.heldout().texts)
         fit_router(out, [t for t in texts if t not in held], target_agreement=targets[0], labeled=labeled, seed=seed)
@@ -170,7 +170,7 @@ def run_stream(stream: Stream, targets: list[float], root: Path, seed: int) -> l
     crossfit = Scores(stored[0], stored[1])
     test = scores(router, [t for t, _ in stream.test], [g for _, g in stream.test])
     off = scores(router, stream.off_topic, None)
-    ms = float(next(r["ms_per_pred"] for r in art.ladder if r["name"] == "ngram"))
+    ms = float(next(r["ms_per_pred"] for r in art.ladder if r["name"] == student))
     rows: list[list[object]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RoutingWarning)
@@ -183,7 +183,7 @@ def run_stream(stream: Stream, targets: list[float], root: Path, seed: int) -> l
                 "oracle (hindsight)": oracle(test, target),
             }
             for method, thr in methods.items():
-                rows.append([stream.name, target, *row(method, thr, test, off, ms)])
+                rows.append([stream.name, student, target, *row(method, thr, test, off, ms)])
     print(
         f"{stream.name}: calibration n held-out {ho.conf.size}, cross-fit {crossfit.conf.size}; student agreement "
         f"on all test inputs {float(test.agree.mean()):.4f}", file=sys.stderr,
@@ -193,7 +193,7 @@ def run_stream(stream: Stream, targets: list[float], root: Path, seed: int) -> l
 
 def print_table(rows: list[list[object]]) -> None:
     """Markdown table of every stream, target and method."""
-    header = ["data", "target", "method", "threshold", "test answered locally", "test agreement (answered)",
+    header = ["data", "student", "target", "method", "threshold", "test answered locally", "test agreement (answered)",
               "off-topic answered locally", "cascade $/1M", "teacher alone $/1M"]
     cells = [header, *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
@@ -210,6 +210,7 @@ def main() -> int:
     ap.add_argument("--sets", default="noisy,banking77,clinc150")
     ap.add_argument("--targets", default="0.95,0.99,0.995")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--students", default="ngram", help="comma-separated: ngram, static, encoder")
     args = ap.parse_args()
     if not DATA.exists():
         print(f"datasets not found under {DATA}", file=sys.stderr)
@@ -218,7 +219,8 @@ def main() -> int:
     rows: list[list[object]] = []
     for stream in load_streams(args.sets.split(","), args.seed):
         stream_targets = [0.95] if "random" in stream.name else targets
-        rows += run_stream(stream, stream_targets, Path(args.out), args.seed)
+        for student in args.students.split(","):
+            rows += run_stream(stream, stream_targets, Path(args.out), args.seed, student)
     print_table(rows)
     return 0
 

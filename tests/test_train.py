@@ -198,3 +198,22 @@ def test_serving_recertifies_a_new_target_on_the_stored_scores(trained: tuple[An
     assert th.n == len(ls) and th.target == 0.6 and th.level == 0.9  # all the cross-fitted scores, not the held-out
     with pytest.raises(ConfigError, match=r"between 0.5 and 1"):
         Router.load(out, target_agreement=0.6, level=0.3)
+
+
+def test_the_ood_guard_scores_meaning_when_a_semantic_member_exists(
+    trained: tuple[Any, LabeledSet, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    from distil.route import Router, fit_router
+
+    _res, ls, shared = trained
+    out = Path(shutil.copytree(shared, tmp_path / "art"))  # refitting must not change the shared artifact
+    cfg = fit_router(out, ls.texts, member="ngram", target_agreement=0.6, labeled=ls)
+    assert cfg.member == "ngram" and cfg.ood is not None and cfg.ood["space"] == "static"
+    router = Router.load(out)
+    assert router.student is not router.ood_student and router.ood_student.name == "static"
+    own = fit_router(out, ls.texts, member="ngram", target_agreement=0.6, ood_space="ngram")
+    assert own.ood is not None and own.ood["space"] == "ngram"
+    with pytest.raises(ConfigError, match="not a member"):
+        fit_router(out, ls.texts, member="ngram", target_agreement=0.6, ood_space="encoder")

@@ -470,6 +470,7 @@ class OODDetector:
     quantile: float = 0.99
     max_reference: int = 5000
     seed: int = 0
+    space: str | None = None  # the ladder member whose features the guard scores (None: the routed one)
     # fitted state
     threshold_: float = math.nan
     reference_: np.ndarray | None = field(default=None, repr=False)
@@ -580,7 +581,7 @@ class OODDetector:
             "method": self.method, "k": self.k, "quantile": self.quantile,
             "max_reference": self.max_reference, "seed": self.seed, "threshold": self.threshold_,
             "shrinkage": self.shrinkage_, "n_fit": self.n_fit_,
-            "heldout_flag_rate": self.heldout_flag_rate_,
+            "heldout_flag_rate": self.heldout_flag_rate_, "space": self.space,
         }
 
     def save(self, folder: str | Path) -> Path:
@@ -609,7 +610,7 @@ class OODDetector:
             )
         det = cls(
             method=params["method"], k=int(params["k"]), quantile=float(params["quantile"]),
-            max_reference=int(params["max_reference"]), seed=int(params["seed"]),
+            max_reference=int(params["max_reference"]), seed=int(params["seed"]), space=params.get("space"),
         )
         try:
             with np.load(p, allow_pickle=False) as z:
@@ -755,6 +756,7 @@ Calibration = Literal["crossfit", "heldout"]
 CALIBRATION_FILE = "calibration.npz"
 DEFAULT_FOLDS = 5
 _NO_CROSSFIT = ("finetune",)  # refitting these per fold costs a full fine-tune each
+_SEMANTIC_SPACES = ("static", "encoder")  # preferred OOD spaces, cheapest first
 
 
 def crossfit_scores(
@@ -854,12 +856,15 @@ def fit_router(
     folds: int = DEFAULT_FOLDS,
     certificate: Certificate = "ltt",
     grid_size: int = DEFAULT_GRID_SIZE,
+    ood_space: str = "auto",
 ) -> RouterConfig:
     """Fit the router of an artifact and write ``router.json`` (+ ``ood.npz``, ``calibration.npz``).
 
     The OOD detector is fitted on the student's features of ``train_texts`` (a random sample of
     at most ``max_reference``; ``None`` or empty skips the OOD guard with a warning) and its
-    threshold set at ``ood_quantile`` of the held-out scores.
+    threshold set at ``ood_quantile`` of the held-out scores.  ``ood_space`` names the ladder member whose
+    features it scores: ``"auto"`` takes a semantic one when the artifact has it (static, else encoder),
+    so that an n-gram student is guarded by meaning rather than by shared words.
 
     The confidence threshold is certified (``certificate``, ``level``, ``grid_size``: see
     :func:`calibrate_threshold`) on calibration scores: with ``calibration="crossfit"`` and the
@@ -877,9 +882,12 @@ def fit_router(
     heldout = art.heldout()
     if len(heldout) == 0:
         raise ArtifactError(f"{art.path}: the held-out set is empty; the router cannot be calibrated")
+    space = _ood_space(art, name, ood_space)
     ood, h_flag = _fit_ood(
-        student, train_texts, heldout.texts,
-        OODDetector(method=ood_method, k=k, quantile=ood_quantile, max_reference=max_reference, seed=seed),
+        art.student(space), train_texts, heldout.texts,
+        OODDetector(
+            method=ood_method, k=k, quantile=ood_quantile, max_reference=max_reference, seed=seed, space=space
+        ),
     )
     conf, agree, kind = _calibration_scores(
         art, name, student, heldout, h_flag, labeled, calibration=calibration, folds=folds, seed=seed
@@ -900,6 +908,19 @@ def fit_router(
     _save_router(art.path, cfg, ood, conf, agree, kind)
     log.info("router for %s: %s", art.path, thr.describe())
     return cfg
+
+
+def _ood_space(art: Artifact, routed: str, wanted: str) -> str:
+    """The member whose features the OOD guard scores: a semantic one for ``"auto"``, else the one named."""
+    members = art.members()
+    if wanted == "auto":
+        return next((m for m in _SEMANTIC_SPACES if m in members), routed)
+    if wanted not in members:
+        raise ConfigError(
+            f"OOD space {wanted!r} is not a member of this artifact (it has {members})",
+            hint="name a trained member, or 'auto'",
+        )
+    return wanted
 
 
 def _fit_ood(
@@ -959,10 +980,14 @@ def _save_router(
 class Router:
     """A student, its confidence threshold and its OOD guard: decides who answers each input."""
 
-    def __init__(self, student: Student, config: RouterConfig, ood: OODDetector | None = None) -> None:
+    def __init__(
+        self, student: Student, config: RouterConfig, ood: OODDetector | None = None,
+        ood_student: Student | None = None,
+    ) -> None:
         self.student = student
         self.config = config
         self.ood = ood
+        self.ood_student = ood_student or student  # whose features the guard scores
         self.labels = list(student.classes_)
 
     @property
@@ -999,6 +1024,8 @@ class Router:
                 )
             student = art.student(cfg.member)
             ood = OODDetector.load(art.path, cfg.ood) if cfg.ood else None
+            space = (cfg.ood or {}).get("space") or cfg.member
+            ood_student = art.student(space) if space != cfg.member else student
         else:
             student = art.student()
             cfg = RouterConfig(
@@ -1011,6 +1038,7 @@ class Router:
                 ood=None,
             )
             ood = None
+            ood_student = student
             log.warning(
                 "%s has no %s: calibrating the threshold now, without an OOD guard", art.path, ROUTER_FILE
             )
@@ -1019,7 +1047,7 @@ class Router:
                 f"{art.path / ROUTER_FILE}: label order differs from the student's",
                 hint=REFIT_HINT,
             )
-        router = cls(student, cfg, ood)
+        router = cls(student, cfg, ood, ood_student)
         recalibrate = threshold is not None or not has_router or (
             target_agreement is not None and target_agreement != cfg.threshold.target
         ) or (level is not None and level != cfg.threshold.level)
@@ -1039,7 +1067,7 @@ class Router:
             proba = self.student.predict_proba(heldout.texts)
             conf, agree = _teacher_agreement(self.student, heldout.labels, heldout.hard, proba)
             if self.ood is not None:
-                conf = np.where(self.ood.predict(self.student.features(heldout.texts)), -np.inf, conf)
+                conf = np.where(self.ood.predict(self.ood_student.features(heldout.texts)), -np.inf, conf)
         if threshold is not None:
             thr = evaluate_threshold(conf, agree, threshold, target=target, level=level)
         else:
@@ -1061,7 +1089,7 @@ class Router:
         top = proba.argmax(axis=1)
         conf = proba[np.arange(len(texts)), top]
         if self.ood is not None:
-            oscore = self.ood.score(self.student.features(texts))
+            oscore = self.ood.score(self.ood_student.features(texts))
             flags = oscore > self.ood.threshold_
         else:
             oscore = None
