@@ -43,6 +43,10 @@ def test_the_served_line_says_what_the_cascade_does() -> None:
         "Served as a cascade (threshold 0.574, 2.2% flagged off-distribution), the student answers 66.2% of "
         "inputs alone at 96.2% agreement with the teacher; served answers 73.2% accurate."
     )
+    m["served"].update(cost_per_1m=6.94, teacher_cost_per_1m=25.5)
+    assert served_line(m).endswith(
+        "; served answers 73.2% accurate; $6.94 per 1M requests against $25.50 for the teacher alone."
+    )
     m["served"].update(threshold=None, coverage=0.0, local_agreement=None)
     assert "every input goes to the teacher" in served_line(m)
     assert served_line({"served": None}) == ""

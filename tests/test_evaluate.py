@@ -437,6 +437,13 @@ def test_evaluate_end_to_end_with_gold(e2e: dict[str, object]) -> None:
     # the teacher is perfect here, so the served system is right wherever the teacher answers
     assert served["accuracy"] >= m["student"]["accuracy"] - 1e-9
     assert served["agreement"] == pytest.approx(served["accuracy"])
+    if served["local_agreement"] is not None:
+        lo, hi = served["local_agreement_ci"]
+        assert lo <= served["local_agreement"] <= hi
+    if served["cost_per_1m"] is not None:  # the student on every input, the teacher on the rest
+        assert served["cost_per_1m"] <= served["teacher_cost_per_1m"] * (1 - served["coverage"]) + m["student"][
+            "cost_per_1m"
+        ] + 1e-9
     # Evaluating again asks the teacher nothing new: every test text is in the journal.
     from distil.journal import Journal
 

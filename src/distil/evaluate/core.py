@@ -250,7 +250,10 @@ def _cascade_step(
         teacher_cost_per_1m=finite(teacher.cost.cost_per_1m),
     )
     with step("the served system on the test texts (stored threshold and OOD guard)"), caching():
-        served = served_block(setup.art.path, rows.texts, rows.t_pred, rows.gold, setup.labels, setup.warnings)
+        served = served_block(
+            setup.art.path, rows.texts, rows.t_pred, rows.gold, setup.labels, setup.warnings,
+            student_cost_per_1m=finite(ladder.chosen.cost_per_1m), teacher_cost_per_1m=finite(teacher.cost.cost_per_1m),
+        )
     return cascade, served
 
 

@@ -73,10 +73,15 @@ def served_block(
     gold: np.ndarray | None,
     labels: list[str],
     warnings: list[str],
+    *,
+    student_cost_per_1m: float | None = None,
+    teacher_cost_per_1m: float | None = None,
 ) -> dict[str, Any] | None:
     """What the served cascade (router.json's threshold + OOD guard) answers on the test rows.
 
-    None, with a warning, when the artifact has no router.
+    Adds the 95% Clopper–Pearson interval of the agreement on what the student answered alone, and
+    the cost of 1M requests served this way (the student on every input, the teacher on the rest)
+    next to the teacher alone.  None, with a warning, when the artifact has no router.
     """
     from distil.cascade import Cascade, served_summary
 
@@ -89,9 +94,33 @@ def served_block(
     gold_labels = None if gold is None else [labels[int(g)] if g >= 0 else None for g in gold]
     summary = served_summary(answers, teacher_labels, gold_labels)
     threshold = cascade.router.config.threshold
+    local = [a.source == "student" for a in answers]
+    agreed = sum(a.label == t for a, t, here in zip(answers, teacher_labels, local, strict=True) if here)
     return {
         "threshold": None if not math.isfinite(threshold.value) else threshold.value,
         "target_agreement": threshold.target,
         "ood_guard": cascade.router.ood is not None,
         **summary,
+        "local_agreement_ci": _binomial_interval(agreed, sum(local)),
+        "cost_per_1m": _served_cost(summary["coverage"], student_cost_per_1m, teacher_cost_per_1m),
+        "teacher_cost_per_1m": teacher_cost_per_1m,
     }
+
+
+def _binomial_interval(k: int, n: int, level: float = 0.95) -> list[float] | None:
+    """Two-sided Clopper–Pearson interval of ``k`` successes in ``n`` (None when ``n`` is 0)."""
+    from scipy.stats import beta
+
+    if n == 0:
+        return None
+    a = (1.0 - level) / 2
+    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    return [round(lo, 6), round(hi, 6)]
+
+
+def _served_cost(coverage: float | None, student: float | None, teacher: float | None) -> float | None:
+    """$ per 1M requests: the student on every input, the teacher on the share it does not answer."""
+    if coverage is None or student is None or teacher is None:
+        return None
+    return student + (1.0 - coverage) * teacher

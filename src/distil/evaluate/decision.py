@@ -148,9 +148,12 @@ def served_line(metrics: Mapping[str, Any]) -> str:
         return ""
     if s["threshold"] is None:
         return (f"Served as a cascade, every input goes to the teacher: no threshold meets "
-                f"{s['target_agreement']:.0%} agreement on the held-out split.")
+                f"{s['target_agreement']:.0%} agreement with the required confidence on the calibration data.")
     local = "" if s.get("local_agreement") is None else f" at {s['local_agreement']:.1%} agreement with the teacher"
     acc = "" if s.get("accuracy") is None else f"; served answers {s['accuracy']:.1%} accurate"
     guard = f", {s['ood_share']:.1%} flagged off-distribution" if s.get("ood_guard") else ""
+    cost = "" if s.get("cost_per_1m") is None else (
+        f"; ${s['cost_per_1m']:,.2f} per 1M requests against ${s['teacher_cost_per_1m']:,.2f} for the teacher alone"
+    )
     return (f"Served as a cascade (threshold {s['threshold']:.3f}{guard}), the student answers "
-            f"{s['coverage']:.1%} of inputs alone{local}{acc}.")
+            f"{s['coverage']:.1%} of inputs alone{local}{acc}{cost}.")
