@@ -265,6 +265,33 @@ def test_an_empty_token_or_an_unset_token_variable_is_refused(router: Router, mo
     assert _token("DISTIL_TEST_TOKEN") == "s3cret"
 
 
+def test_a_client_that_stalls_its_body_gets_a_408(router: Router) -> None:
+    app = create_app(router, read_timeout_s=0.2)
+    sent: list[dict[str, Any]] = []
+    chunks = [{"type": "http.request", "body": b'{"inputs": ["my ca', "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            return chunks.pop()
+        await asyncio.sleep(30)  # the client never sends the rest
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/v1/classify", "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
+        "server": ("t", 80), "client": ("c", 1),
+    }
+    t0 = time.perf_counter()
+    asyncio.run(app(scope, receive, send))
+    assert time.perf_counter() - t0 < 5
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 408 and b"did not arrive" in body
+
+
 def test_circuit_breaker_states() -> None:
     now = [0.0]
     b = CircuitBreaker(failures=3, cooldown_s=10, clock=lambda: now[0])
@@ -308,6 +335,35 @@ def test_micro_batching_merges_concurrent_requests() -> None:
     results = asyncio.run(main())
     assert [[d.label for d in r] for r in results] == [[f"t{i}", f"u{i}"] for i in range(20)]
     assert sum(seen) == 40 and len(seen) < 20 and max(seen) <= 8
+
+
+def test_a_one_text_request_is_not_held_behind_big_batches() -> None:
+    calls: list[list[str]] = []
+
+    def fn(texts: list[str]) -> list[Decision]:
+        calls.append(list(texts))
+        time.sleep(0.002 * len(texts))  # the student's work grows with the batch
+        return [Decision(t, 1.0, 1.0, False, "student") for t in texts]
+
+    async def main() -> tuple[int, int, list[list[Decision]]]:
+        mb = MicroBatcher(fn, max_batch=16)
+        mb.start()
+        try:
+            big = [asyncio.create_task(mb.submit([f"big{j}-{i}" for i in range(256)])) for j in range(2)]
+            await asyncio.sleep(0.01)  # the big ones are being routed
+            small = await mb.submit(["small"])
+            calls_before_small = len(calls)
+            done = await asyncio.gather(*big)
+            return calls_before_small, len(calls), [small, *done]
+        finally:
+            await mb.stop()
+            mb.close()
+
+    before_small, total, (small, *big) = asyncio.run(main())
+    assert [d.label for d in small] == ["small"]
+    assert [d.label for d in big[0]] == [f"big0-{i}" for i in range(256)]  # order kept across slices
+    assert max(len(c) for c in calls) <= 16  # bounded work per call
+    assert before_small <= 3 < total  # answered within a call or two, long before the big ones end
 
 
 def test_metrics_exposition_is_valid_prometheus_text(router: Router, tmp_path: Path) -> None:

@@ -61,6 +61,7 @@ def create_app(
     teacher_concurrency: int = 4,
     breaker_failures: int = 5,
     breaker_cooldown_s: float = 30.0,
+    read_timeout_s: float = 10.0,
 ) -> FastAPI:
     """Build the serving app for an artifact (or a ready :class:`~distil.route.Router`).
 
@@ -70,7 +71,7 @@ def create_app(
     ``degraded``.  ``target_agreement`` (and ``level``) certify a new confidence threshold on the
     artifact's stored calibration scores; ``threshold`` sets it directly.  ``max_wait_ms`` > 0 holds
     a request up to that long to batch it with others (0: batch only what is already waiting).
-    ``token`` requires ``Authorization: Bearer``.
+    ``token`` requires ``Authorization: Bearer``.  A body that stalls for ``read_timeout_s`` gets a 408.
     """
     if not _HAVE_FASTAPI:  # pragma: no cover - depends on the environment
         raise MissingExtra("fastapi", "serve")
@@ -89,7 +90,7 @@ def create_app(
         docs_url=None, redoc_url=None, openapi_url=None,
     )
     app.state.distil = st
-    add_middleware(app, st, token=token, max_body_bytes=max_body_bytes)
+    add_middleware(app, st, token=token, max_body_bytes=max_body_bytes, read_timeout_s=read_timeout_s)
     add_exception_handlers(app, st.metrics)
     register_routes(app, st, max_inputs=max_inputs)
     return app
@@ -107,11 +108,16 @@ def _lifespan(st: ServerState) -> Callable[[FastAPI], contextlib.AbstractAsyncCo
     return lifespan
 
 
-def add_middleware(app: FastAPI, st: ServerState, *, token: str | None, max_body_bytes: int) -> None:
+def add_middleware(
+    app: FastAPI, st: ServerState, *, token: str | None, max_body_bytes: int, read_timeout_s: float = 10.0
+) -> None:
     """Outermost first: timing and counts, bearer-token auth, body limits, the catch-all 500."""
     # add_middleware puts each one outside those added before it: add from the innermost out
     app.add_middleware(CatchAllMiddleware, metrics=st.metrics, endpoints=API)
-    app.add_middleware(BodyLimitMiddleware, metrics=st.metrics, max_body_bytes=max_body_bytes, endpoints=API)
+    app.add_middleware(
+        BodyLimitMiddleware, metrics=st.metrics, max_body_bytes=max_body_bytes, endpoints=API,
+        read_timeout_s=read_timeout_s,
+    )
     if token is not None:
         app.add_middleware(AuthMiddleware, metrics=st.metrics, token=token, endpoints=PROTECTED)
     app.add_middleware(TimingMiddleware, metrics=st.metrics, endpoints=API)

@@ -1,12 +1,13 @@
-"""Micro-batching for the student: concurrent requests are merged and routed once per batch in a worker thread."""
+"""Micro-batching for the student: concurrent requests routed together, each getting a fair share of every call."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from distil.errors import ConfigError
 from distil.route import Decision
@@ -15,15 +16,26 @@ from distil.serving.metrics import Metrics
 
 @dataclass
 class _Pending:
+    """One request: its texts, how many are routed so far, and their decisions."""
+
     texts: list[str]
     future: asyncio.Future[list[Decision]]
+    done: int = 0
+    results: list[Decision] = field(default_factory=list)
+
+    @property
+    def left(self) -> int:
+        """Texts of this request not routed yet."""
+        return len(self.texts) - self.done
 
 
 class MicroBatcher:
-    """Collect concurrent requests and run the router once per batch in a worker thread.
+    """Route concurrent requests together, fairly, a bounded amount of work at a time.
 
-    A worker collects requests until ``max_batch`` inputs are waiting or ``max_wait_ms`` passed
-    since the first, then calls ``fn`` once on all their texts.
+    A worker thread runs ``fn`` on at most ``max_batch`` texts per call.  Every waiting request
+    gets an equal share of each call (round-robin, so a one-text request is answered in the next
+    call even while other clients send maximum-size batches), and the requests already waiting
+    are merged; ``max_wait_ms`` > 0 also holds the first request up to that long for company.
     """
 
     def __init__(
@@ -70,7 +82,9 @@ class MicroBatcher:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, texts: list[str]) -> list[Decision]:
-        """Route ``texts`` (batched with whatever else arrives within ``max_wait_ms``)."""
+        """Route ``texts``, sharing each call of ``fn`` fairly with the other waiting requests."""
+        if not texts:
+            return []
         if asyncio.get_running_loop() is not self._loop or not self.running:
             self.start()
         assert self._queue is not None
@@ -81,52 +95,75 @@ class MicroBatcher:
     async def _run(self) -> None:
         assert self._queue is not None
         queue = self._queue
+        active: deque[_Pending] = deque()
         while True:
-            batch = await self._collect(queue)
-            live = [p for p in batch if not p.future.done()]
-            if live:
-                await self._dispatch(live)
+            if not active:
+                active.append(await queue.get())
+                await self._wait_for_company(queue, active)
+            _take_waiting(queue, active)
+            batch = self._next_batch(active)
+            if batch:
+                await self._dispatch(batch)
+            _drop_finished(active)
 
-    async def _collect(self, queue: asyncio.Queue[_Pending]) -> list[_Pending]:
-        """Wait for a first request, then take more until the batch is full or the wait is over."""
+    async def _wait_for_company(self, queue: asyncio.Queue[_Pending], active: deque[_Pending]) -> None:
+        """With ``max_wait_ms`` > 0: take arrivals until the batch is full or the wait is over."""
         loop = asyncio.get_running_loop()
-        first = await queue.get()
-        batch = [first]
-        size = len(first.texts)
         deadline = loop.time() + self.max_wait
-        while size < self.max_batch:
-            item = await self._next(queue, deadline - loop.time())
-            if item is None:
+        while sum(p.left for p in active) < self.max_batch and loop.time() < deadline:
+            try:
+                active.append(await asyncio.wait_for(queue.get(), deadline - loop.time()))
+            except TimeoutError:
+                return
+
+    def _next_batch(self, active: deque[_Pending]) -> list[tuple[_Pending, int, int]]:
+        """Slices ``(request, start, end)`` of at most ``max_batch`` texts, an equal share per request.
+
+        The queue turns by one request per call, so the same request is not always served first.
+        """
+        live = [p for p in active if not p.future.done() and p.left > 0]
+        if not live:
+            return []
+        share = max(1, -(-self.max_batch // len(live)))  # ceil: small requests finish in one call
+        batch: list[tuple[_Pending, int, int]] = []
+        room = self.max_batch
+        for p in live:
+            n = min(share, p.left, room)
+            if n <= 0:
                 break
-            batch.append(item)
-            size += len(item.texts)
+            batch.append((p, p.done, p.done + n))
+            room -= n
+        active.rotate(-1)
         return batch
 
-    @staticmethod
-    async def _next(queue: asyncio.Queue[_Pending], remaining: float) -> _Pending | None:
-        """The next waiting request within ``remaining`` seconds; past the deadline only one already waiting."""
-        if remaining <= 0:
-            return None if queue.empty() else queue.get_nowait()
-        try:
-            return await asyncio.wait_for(queue.get(), remaining)
-        except TimeoutError:
-            return None
-
-    async def _dispatch(self, live: list[_Pending]) -> None:
-        """Route the texts of ``live`` in one call and hand each request its share of the decisions."""
-        flat = [t for p in live for t in p.texts]
+    async def _dispatch(self, batch: list[tuple[_Pending, int, int]]) -> None:
+        """Route the slices in one call; a request whose texts are all routed gets its decisions."""
+        flat = [t for p, a, b in batch for t in p.texts[a:b]]
         if self.metrics is not None:
             self.metrics.observe("distil_student_batch_size", float(len(flat)))
         try:
             decisions = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, flat)
-        except Exception as exc:  # the router failed: every waiting request gets the error
-            for p in live:
+        except Exception as exc:  # the router failed: every request in this call gets the error
+            for p, _, _ in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
         pos = 0
-        for p in live:
-            part = decisions[pos : pos + len(p.texts)]
-            pos += len(p.texts)
-            if not p.future.done():
-                p.future.set_result(part)
+        for p, a, b in batch:
+            p.results.extend(decisions[pos : pos + b - a])
+            pos += b - a
+            p.done = b
+            if p.left == 0 and not p.future.done():
+                p.future.set_result(p.results)
+
+
+def _take_waiting(queue: asyncio.Queue[_Pending], active: deque[_Pending]) -> None:
+    """Move every request already waiting into ``active`` (never blocks)."""
+    while not queue.empty():
+        active.append(queue.get_nowait())
+
+
+def _drop_finished(active: deque[_Pending]) -> None:
+    """Forget requests that are answered, failed or abandoned by their client."""
+    for p in [p for p in active if p.future.done() or p.left == 0]:
+        active.remove(p)

@@ -6,6 +6,7 @@ requests pass through untouched.  Plain ASGI (no ``BaseHTTPMiddleware``): no ext
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -92,13 +93,21 @@ class AuthMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_body_bytes`` (413): by their ``Content-Length``, and while they stream in."""
+    """Refuse bodies over ``max_body_bytes`` (413): by their ``Content-Length``, and while they stream in.
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, endpoints: Endpoints) -> None:
+    A client that stops sending its body for ``read_timeout_s`` gets a 408: a slow client cannot hold
+    a connection (and its worker) open.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, endpoints: Endpoints,
+        read_timeout_s: float = 10.0,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.endpoints = endpoints
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if endpoint(scope, self.endpoints) is None:
@@ -114,12 +123,19 @@ class BodyLimitMiddleware:
     def _limited(self, receive: Receive) -> Receive:
         """``receive`` that raises a 413 :class:`HTTPProblem` (to the reader, then its handler) past the limit."""
         seen = 0
+        complete = False
 
         async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # the body is in: later reads wait for a disconnect, untimed
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout_s)
+            except TimeoutError:
+                raise HTTPProblem(408, f"the request body did not arrive within {self.read_timeout_s:g} s") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if seen > self.max_body_bytes:
                     raise body_too_large(self.max_body_bytes)
             return message
