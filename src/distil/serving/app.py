@@ -62,6 +62,7 @@ def create_app(
     breaker_failures: int = 5,
     breaker_cooldown_s: float = 30.0,
     read_timeout_s: float = 10.0,
+    max_batch_chars: int = 4096,
 ) -> FastAPI:
     """Build the serving app for an artifact (or a ready :class:`~distil.route.Router`).
 
@@ -72,6 +73,8 @@ def create_app(
     artifact's stored calibration scores; ``threshold`` sets it directly.  ``max_wait_ms`` > 0 holds
     a request up to that long to batch it with others (0: batch only what is already waiting).
     ``token`` requires ``Authorization: Bearer``.  A body that stalls for ``read_timeout_s`` gets a 408.
+    The student routes at most ``max_batch`` texts and ``max_batch_chars`` characters per call, shared
+    fairly between waiting requests (see :class:`~distil.serving.batcher.MicroBatcher`).
     """
     if not _HAVE_FASTAPI:  # pragma: no cover - depends on the environment
         raise MissingExtra("fastapi", "serve")
@@ -81,7 +84,8 @@ def create_app(
         raise ConfigError(f"max_inputs and max_body_bytes must be >= 1, found {max_inputs}, {max_body_bytes}")
     st = build_state(
         artifact_dir, task=task, target_agreement=target_agreement, threshold=threshold, teacher=teacher,
-        level=level, max_batch=max_batch, max_wait_ms=max_wait_ms, teacher_timeout_s=teacher_timeout_s,
+        level=level, max_batch=max_batch, max_batch_chars=max_batch_chars, max_wait_ms=max_wait_ms,
+        teacher_timeout_s=teacher_timeout_s,
         teacher_concurrency=teacher_concurrency, breaker_failures=breaker_failures,
         breaker_cooldown_s=breaker_cooldown_s,
     )

@@ -32,22 +32,24 @@ class _Pending:
 class MicroBatcher:
     """Route concurrent requests together, fairly, a bounded amount of work at a time.
 
-    A worker thread runs ``fn`` on at most ``max_batch`` texts per call.  Every waiting request
-    gets an equal share of each call (round-robin, so a one-text request is answered in the next
-    call even while other clients send maximum-size batches), and the requests already waiting
-    are merged; ``max_wait_ms`` > 0 also holds the first request up to that long for company.
+    A worker thread runs ``fn`` on at most ``max_batch`` texts and ``max_batch_chars`` characters per
+    call (at least one text), so no call takes long.  The requests already waiting are merged, the
+    ones with the least work left first, each taking at most an equal share of the call: a one-text
+    request is answered in the next call even while other clients send maximum-size batches.
+    ``max_wait_ms`` > 0 also holds the first request up to that long for company.
     """
 
     def __init__(
         self, fn: Callable[[list[str]], list[Decision]], *, max_batch: int = 64, max_wait_ms: float = 0.0,
-        metrics: Metrics | None = None,
+        metrics: Metrics | None = None, max_batch_chars: int = 4096,
     ) -> None:
-        if max_batch < 1:
-            raise ConfigError(f"max_batch must be >= 1, found {max_batch}")
+        if max_batch < 1 or max_batch_chars < 1:
+            raise ConfigError(f"max_batch and max_batch_chars must be >= 1, found {max_batch}, {max_batch_chars}")
         if max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0, found {max_wait_ms}")
         self.fn = fn
         self.max_batch = max_batch
+        self.max_batch_chars = max_batch_chars
         self.max_wait = max_wait_ms / 1000.0
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distil-student")
@@ -101,7 +103,11 @@ class MicroBatcher:
                 active.append(await queue.get())
                 await self._wait_for_company(queue, active)
             _take_waiting(queue, active)
-            batch = self._next_batch(active)
+            try:
+                batch = self._next_batch(active)
+            except Exception as exc:  # a bug here must fail the waiting requests, never hang them
+                _fail_all(active, exc)
+                continue
             if batch:
                 await self._dispatch(batch)
             _drop_finished(active)
@@ -117,23 +123,24 @@ class MicroBatcher:
                 return
 
     def _next_batch(self, active: deque[_Pending]) -> list[tuple[_Pending, int, int]]:
-        """Slices ``(request, start, end)`` of at most ``max_batch`` texts, an equal share per request.
-
-        The queue turns by one request per call, so the same request is not always served first.
-        """
-        live = [p for p in active if not p.future.done() and p.left > 0]
+        """Slices ``(request, start, end)``: the least work left first, an equal share each, within the bounds."""
+        live = sorted((p for p in active if not p.future.done() and p.left > 0), key=_work_left)
         if not live:
             return []
         share = max(1, -(-self.max_batch // len(live)))  # ceil: small requests finish in one call
         batch: list[tuple[_Pending, int, int]] = []
-        room = self.max_batch
+        texts = chars = 0
         for p in live:
-            n = min(share, p.left, room)
-            if n <= 0:
+            end = p.done
+            while end < len(p.texts) and end - p.done < share and texts < self.max_batch:
+                size = len(p.texts[end])
+                if texts and chars + size > self.max_batch_chars:
+                    break
+                end, texts, chars = end + 1, texts + 1, chars + size
+            if end > p.done:
+                batch.append((p, p.done, end))
+            if texts >= self.max_batch or chars >= self.max_batch_chars:
                 break
-            batch.append((p, p.done, p.done + n))
-            room -= n
-        active.rotate(-1)
         return batch
 
     async def _dispatch(self, batch: list[tuple[_Pending, int, int]]) -> None:
@@ -157,10 +164,23 @@ class MicroBatcher:
                 p.future.set_result(p.results)
 
 
+def _work_left(p: _Pending) -> int:
+    """Characters a request still has to route (the order a call serves requests in)."""
+    return sum(len(t) for t in p.texts[p.done :])
+
+
 def _take_waiting(queue: asyncio.Queue[_Pending], active: deque[_Pending]) -> None:
     """Move every request already waiting into ``active`` (never blocks)."""
     while not queue.empty():
         active.append(queue.get_nowait())
+
+
+def _fail_all(active: deque[_Pending], exc: Exception) -> None:
+    """Every waiting request gets ``exc``; the queue starts again empty."""
+    for p in active:
+        if not p.future.done():
+            p.future.set_exception(exc)
+    active.clear()
 
 
 def _drop_finished(active: deque[_Pending]) -> None:

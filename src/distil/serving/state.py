@@ -152,6 +152,7 @@ def build_state(
     teacher: Teacher | None,
     max_batch: int,
     level: float | None = None,
+    max_batch_chars: int = 4096,
     max_wait_ms: float,
     teacher_timeout_s: float,
     teacher_concurrency: int,
@@ -168,7 +169,10 @@ def build_state(
     gateway = TeacherGateway(
         task_obj, teacher, journal, breaker, metrics, timeout_s=teacher_timeout_s, concurrency=teacher_concurrency,
     )
-    batcher = MicroBatcher(cascade.decide, max_batch=max_batch, max_wait_ms=max_wait_ms, metrics=metrics)
+    batcher = MicroBatcher(
+        cascade.decide, max_batch=max_batch, max_wait_ms=max_wait_ms, metrics=metrics,
+        max_batch_chars=max_batch_chars,
+    )
     st = ServerState(
         cascade=cascade, batcher=batcher, gateway=gateway, breaker=breaker, metrics=metrics,
         model_name=f"distil-{router.config.member}",
