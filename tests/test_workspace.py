@@ -58,3 +58,20 @@ def test_run_with_valid_and_test_builds_the_teacher_once(tmp_path: Path, counted
     )
     assert metrics["n_test"] == 30
     assert counted == {"built": 1, "closed": 1}
+
+
+def test_what_a_workspace_is_lent_stays_open(tmp_path: Path, counted: dict[str, int]) -> None:
+    from distil.journal import Journal
+    from distil.teachers import make_teacher
+
+    task = Task.load(write_task(tmp_path / "t"))
+    teacher = make_teacher(task)
+    with Journal(task.journal_path) as journal:
+        with Workspace(task, teacher=teacher, journal=journal) as ws:
+            assert ws.teacher is teacher and ws.journal is journal
+        assert counted == {"built": 1, "closed": 0}  # the lender's to close
+        assert journal.counts() is not None  # still open
+        with Workspace(task, journal=journal) as ws:
+            assert ws.teacher is not teacher  # built here, closed here
+        assert counted == {"built": 2, "closed": 1}
+    teacher.close()

@@ -36,8 +36,8 @@ from distil.errors import ConfigError, DataError
 from distil.journal import Journal
 from distil.label import LabelResult, LabelStats, label
 from distil.task import Task
-from distil.teachers import make_teacher
 from distil.teachers.base import Teacher
+from distil.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -441,11 +441,8 @@ def label_active(
         raise DataError(f"active labeling needs a pool of at least 20 unique texts, found {len(pool)}",
                         hint="use --strategy all for small pools")
     budget = len(pool) if max_calls is None else min(max_calls, len(pool))
-    teacher = teacher or make_teacher(task)
-    own = journal is None
-    journal = journal or Journal(task.journal_path)
-    try:
-        run = _ActiveRun(task, pool, settings, teacher=teacher, journal=journal, budget=budget,
+    with Workspace(task, teacher=teacher, journal=journal) as ws:  # closes only what it built
+        run = _ActiveRun(task, pool, settings, teacher=ws.teacher, journal=ws.journal, budget=budget,
                          max_cost=max_cost, progress=progress)
         if confirm is not None:
             run.confirm(confirm)
@@ -453,9 +450,6 @@ def label_active(
         run.ask_heldout()
         run.ask_rounds(on_round)
         return run.result()
-    finally:
-        if own:
-            journal.close()
 
 
 class _ActiveRun:

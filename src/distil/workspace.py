@@ -9,7 +9,9 @@ once, and closes what it built::
         label(ws.task, texts, teacher=ws.teacher, journal=ws.journal)
         evaluate(artifact, test, task=ws.task, teacher=ws.teacher, journal=ws.journal)
 
-Both are built lazily: a command that never asks the teacher never builds it.
+Both are built lazily: a command that never asks the teacher never builds it.  A verb called with a
+teacher or journal of its own opens ``Workspace(task, teacher=..., journal=...)``: what it was lent
+is used and left open, what it had to build is closed when it returns.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ if TYPE_CHECKING:
 class Workspace:
     """The teacher and the journal of one task, shared by every step of a run."""
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, *, teacher: Teacher | None = None, journal: Journal | None = None) -> None:
+        """``teacher``/``journal`` given are lent: used as they are and never closed here."""
         self.task = task
-        self._teacher: Teacher | None = None
-        self._journal: Journal | None = None
+        self._teacher: Teacher | None = teacher
+        self._journal: Journal | None = journal
+        self._lent = (teacher is not None, journal is not None)
 
     @property
     def teacher(self) -> Teacher:
@@ -50,7 +54,8 @@ class Workspace:
 
     def close(self) -> None:
         """Close what this workspace built (the teacher's connections, the journal)."""
-        teacher, journal = self._teacher, self._journal
+        teacher = None if self._lent[0] else self._teacher
+        journal = None if self._lent[1] else self._journal
         self._teacher = self._journal = None
         try:
             if teacher is not None:

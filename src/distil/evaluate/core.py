@@ -207,21 +207,18 @@ def _teacher_step(
 ) -> tuple[EvalRows, TeacherRecord]:
     """Step 2: the teacher's answers through the journal, the rows it answered, and its cost.
 
-    A teacher built here is closed here; a caller's teacher is the caller's to close.
+    A teacher built here is closed here (a :class:`~distil.workspace.Workspace` lent the caller's);
+    a caller's teacher is the caller's to close.
     """
-    from distil.teachers import make_teacher
+    from distil.workspace import Workspace
 
-    teacher_obj = teacher or make_teacher(setup.task)
-    try:
-        answers = ask_teacher(setup.task, setup.test.uniques, teacher_obj, journal)
+    with Workspace(setup.task, teacher=teacher) as ws:
+        answers = ask_teacher(setup.task, setup.test.uniques, ws.teacher, journal)
         rows = evaluated_rows(setup.test, answers, opts.label_column, len(setup.labels), setup.warnings)
         sample = [t for t in setup.test.uniques if t in answers.answered][: opts.teacher_timing_texts]
-        record = measure_teacher(teacher_obj, setup.task, answers, sample, prices=setup.prices,
+        record = measure_teacher(ws.teacher, setup.task, answers, sample, prices=setup.prices,
                                  core_hour_usd=opts.core_hour_usd, budget_s=opts.timing_budget_s,
                                  warnings=setup.warnings)
-    finally:
-        if teacher is None:
-            teacher_obj.close()
     return rows, record
 
 
