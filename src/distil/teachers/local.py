@@ -173,7 +173,7 @@ class Encoder:
         embedding cache is on (:func:`distil.embcache.caching`), texts this encoder configuration
         has embedded before are read from it and only the others are computed.
         """
-        from distil import embcache
+        import distil.embcache as embcache
 
         def compute(xs: list[str]) -> np.ndarray:
             return self._encode(xs, normalize=normalize, progress=progress, chunk=chunk)
