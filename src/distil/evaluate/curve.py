@@ -108,14 +108,18 @@ def served_block(
 
 
 def _binomial_interval(k: int, n: int, level: float = 0.95) -> list[float] | None:
-    """Two-sided Clopper–Pearson interval of ``k`` successes in ``n`` (None when ``n`` is 0)."""
-    from scipy.stats import beta
+    """Two-sided Clopper–Pearson interval of ``k`` successes in ``n`` (None when ``n`` is 0).
+
+    Each side is the router's one-sided bound at ``(1 + level) / 2``; the upper one is one minus the
+    lower bound of the failures.
+    """
+    from distil.route import clopper_pearson_lower
 
     if n == 0:
         return None
-    a = (1.0 - level) / 2
-    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    side = (1.0 + level) / 2
+    lo = float(clopper_pearson_lower(k, n, side))
+    hi = 1.0 - float(clopper_pearson_lower(n - k, n, side))
     return [round(lo, 6), round(hi, 6)]
 
 
