@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -215,3 +216,25 @@ def test_flat_held_out_agreement_stops_only_once_predictions_settle(tmp_path: Pa
     assert runs["never"].stats.calls == 200 and runs["never"].stats.stopped == "max_calls"
     assert all(r.stability is None or 0.0 <= r.stability <= 1.0 for r in runs["never"].rounds)
     assert any(r.stability is not None for r in runs["never"].rounds)
+
+
+def test_the_held_out_figures_come_from_the_random_sample_the_active_run_kept(tmp_path: Path) -> None:
+    from distil.label import labeled_set
+    from distil.train import train
+
+    texts, labels = _pool(n_classes=6, per_class=40)
+    task = _task(tmp_path, labels)
+    res = label_active(task, texts, strategy="active", max_calls=150, seed=0, heldout_size=30, patience=100)
+    assert len(res.heldout) == 30
+    # the journal knows which answers were the random sample, so a later `distil train` finds them too
+    ls = labeled_set(task)
+    assert ls.info is not None and {ls.texts[i] for i in ls.info["random_heldout"]} == set(res.heldout)
+    out = train(ls, tmp_path / "student", students=("ngram",), params={"ngram": {"bits": 13, "dim": 16,
+                                                                                  "epochs": 5}})
+    config = json.loads((out.out / "config.json").read_text())
+    assert config["heldout_kind"] == "random sample" and config["n_heldout"] == 30
+    from distil.artifact import load_artifact
+
+    assert set(load_artifact(out.out).heldout().texts) == set(res.heldout)  # never the actively picked inputs
+    router = json.loads((out.out / "router.json").read_text())
+    assert router["info"]["calibration"] == "heldout" and router["info"]["calibration_n"] == 30

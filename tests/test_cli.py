@@ -94,6 +94,9 @@ def test_dry_run_shows_the_estimate_and_sends_nothing(tmp_path: Path) -> None:
         ("blank.csv", b"text\n\"\"\n\"  \"\n", ["every row is empty"]),
         ("ragged.csv", b"text\nhello\n\"a\",\"b\"\n", ["row 2", "expected 1 fields"]),
         ("bad.jsonl", b'{"text": "ok"}\n{"text": \n', ["line 2", "not valid JSON"]),
+        ("unterminated.csv", b'text\nok\n"open quote\nmore\n', ["row 2 (line 3)", "never closed"]),
+        ("surrogate.jsonl", b'{"text": "ok"}\n{"text": "x \\ud800"}\n', ["line 2", "lone UTF-16 surrogate"]),
+        ("deep.jsonl", b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", ["line 1", "nested too deeply"]),
         ("data.xlsx", b"whatever", ["cannot tell the format"]),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from distil.evaluate import (
     verdict,
 )
 from distil.task import Task
+from distil.teachers.base import Answer, Teacher
 
 # ---------------------------------------------------------------------------------------------
 # Classification metrics — golden values worked out by hand.
@@ -253,6 +255,22 @@ def test_verdict_sentences() -> None:
         "2.0× slower; it misses the 95% retention target."
     )
     assert "unknown" in verdict({**m, "cost_ratio": None})
+
+
+def test_the_verdict_states_the_cascades_cost_next_to_the_students() -> None:
+    m = {
+        "student": {"name": "static", "accuracy": 0.90}, "teacher": {"accuracy": 0.92}, "reference": "gold",
+        "retention": 0.978, "agreement": 0.93, "cost_ratio": 240.0, "speedup": 55.0,
+        "served": {"coverage": 0.0, "threshold": None, "cost_per_1m": 10.04, "teacher_cost_per_1m": 10.0},
+    }
+    text = verdict(m)
+    assert "at 1/240 of its cost per prediction" in text
+    # every input goes to the teacher: the team pays the teacher's cost and the student's on top
+    assert text.endswith("served as a cascade at the stored router (the teacher answers 100.0% of inputs) "
+                         "it costs 1.0× the teacher's cost.")
+    m["served"] = {**m["served"], "coverage": 0.8, "cost_per_1m": 0.2 * 10.0 + 0.04}
+    assert "(the teacher answers 20.0% of inputs) it costs 1/4.9 of the teacher's cost." in verdict(m)
+    assert "served as" not in verdict({**m, "served": None})
 
 
 def test_the_target_is_decided_by_the_interval_and_a_straddle_says_so() -> None:
@@ -490,7 +508,7 @@ def test_evaluate_rejects_mismatched_task_and_bad_gold(e2e: dict[str, object]) -
         evaluate(tmp / "students", bad, task=task, label_column="intent", report=False)
 
 
-class _FakeHostedTeacher:
+class _FakeHostedTeacher(Teacher):
     """Stands in for an OpenAI-compatible teacher: gold answers with token counts and latency, no network."""
 
     kind = "openai"
@@ -498,7 +516,7 @@ class _FakeHostedTeacher:
     def __init__(self, labels: list[str]) -> None:
         from fixtures_eval import gold_teacher
 
-        self.labels = labels
+        super().__init__(labels)
         self._answer = gold_teacher
         self.calls = 0
 
@@ -514,9 +532,7 @@ class _FakeHostedTeacher:
     def estimate_cost(self, texts: list[str]) -> float:
         return 0.0
 
-    def predict_batch(self, texts: list[str]) -> list[object]:
-        from distil.teachers.base import Answer
-
+    def predict_batch(self, texts: Sequence[str]) -> list[Answer]:
         self.calls += len(texts)
         out = []
         for t, d in zip(texts, self._answer(list(texts)), strict=True):

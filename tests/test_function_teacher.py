@@ -90,10 +90,10 @@ def test_dotted_attribute_and_identity(tmp_path: Path) -> None:
     assert t.fingerprint() != other.fingerprint()
 
 
-def test_module_in_the_task_folder_is_importable(tmp_path: Path) -> None:
+def test_a_file_in_the_task_folder_is_run_when_named_by_its_path(tmp_path: Path) -> None:
     name = f"rules_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text("def f(texts):\n    return ['other' for _ in texts]\n")
-    t = make(f"{name}:f", tmp_path)
+    t = make(f"{name}.py:f", tmp_path)
     assert t.predict_batch(["x"])[0].probs == [0.0, 0.0, 1.0]
 
 
@@ -107,11 +107,11 @@ def test_module_in_the_task_folder_is_importable(tmp_path: Path) -> None:
 )
 def test_bad_callable_is_a_config_error(tmp_path: Path, ref: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
-        make(ref, tmp_path)
+        make(ref, tmp_path).predict_batch(["x"])  # imported when first asked (never on --dry-run)
 
 
 def test_import_error_inside_the_module_names_the_reason(tmp_path: Path) -> None:
     name = f"broken_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text("raise ValueError('no config file')\n")
     with pytest.raises(ConfigError, match="no config file"):
-        make(f"{name}:f", tmp_path)
+        make(f"{name}.py:f", tmp_path).predict_batch(["x"])

@@ -77,3 +77,74 @@ def test_garbage_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(JournalError, match="not a usable distil journal"):
         Journal(path)
+
+
+def test_migration_from_version_3_adds_leases_and_probes_and_keeps_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v3.sqlite"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:3]:
+        db.executescript(script)
+    db.execute("INSERT INTO teachers VALUES ('t','function','{}','[\"a\",\"b\"]',0)")
+    db.execute(
+        "INSERT INTO calls(key,teacher,text,status,probs,label,created_at,updated_at) "
+        "VALUES ('k','t','old text','pending',NULL,NULL,0,0)"
+    )
+    db.execute("PRAGMA user_version=3")
+    db.commit()
+    db.close()
+    with Journal(path) as j:
+        assert j.schema_version == SCHEMA_VERSION
+        got = j.lease([("k", "t", "old text")], "me|1|0|x")  # an old pending row has no lease: granted
+        assert got.granted == ["k"]
+        j.record([("k", Answer("done", [1.0, 0.0], "function"), "a")])
+        assert j.lookup(["k"])["k"].status == "done"
+        assert j.counts()["probes"] == 0
+
+
+def test_leases_grant_hold_and_report_answered(tmp_path: Path) -> None:
+    me, other = "here|1|0|me", "otherhost|2|0|other"
+    with Journal(tmp_path / "j.sqlite") as j:
+        j.register_teacher("t", "f", {}, ["a", "b"])
+        items = [(call_key("t", x), "t", x) for x in ("x", "y", "z")]
+        assert j.lease(items[:2], other).granted == [items[0][0], items[1][0]]
+        j.record([(items[0][0], Answer("done", [1.0, 0.0], "function"), "a")])
+        got = j.lease(items, me)
+        assert got.answered == [items[0][0]] and got.held == {items[1][0]: other} and got.granted == [items[2][0]]
+        assert j.renew(me) == 1
+        j.release(other)  # the other run is over: its unasked row is free
+        assert j.lease(items[1:2], me).granted == [items[1][0]]
+
+
+def test_a_dead_owners_lease_on_this_host_is_free_at_once(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid that is gone
+    dead = f"{socket.gethostname()}|{child.pid}|0|gone"
+    with Journal(tmp_path / "j.sqlite") as j:
+        j.register_teacher("t", "f", {}, ["a", "b"])
+        item = [(call_key("t", "x"), "t", "x")]
+        j.lease(item, dead)
+        assert j.lease(item, "here|1|0|me").granted == [item[0][0]]
+
+
+def test_a_second_answer_never_replaces_the_first(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as j:
+        j.register_teacher("t", "f", {}, ["a", "b"])
+        k = call_key("t", "x")
+        j.mark_pending([(k, "t", "x")])
+        j.record([(k, Answer("done", [1.0, 0.0], "function"), "a")])
+        j.record([(k, Answer("invalid", raw="late"), None)])  # e.g. a run whose lease was taken over
+        row = j.lookup([k])[k]
+        assert (row.status, row.label, row.raw) == ("done", "a", None)
+
+
+def test_probe_spend_is_journaled_and_counted(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as j:
+        j.register_teacher("t", "openai", {}, ["a", "b"])
+        spend = {"calls": 2, "attempts": 3, "tokens_in": 40, "tokens_out": 6, "cost": 0.01, "mode": "samples"}
+        j.record_probe("t", spend)
+        c = j.counts("t")
+        assert (c["probes"], c["probe_attempts"], c["probe_cost"]) == (1, 3, 0.01)

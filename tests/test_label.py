@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from helpers import load_task
 
 from distil.journal import Journal
-from distil.label import label, labeled_set
+from distil.label import LabelInterrupted, label, labeled_set
 from distil.teachers import make_teacher
+from distil.teachers.base import Answer, Teacher
 
 TEXTS = [
     "my card has not arrived",
@@ -94,3 +97,56 @@ def test_empty_text_is_refused(tmp_path: Path) -> None:
     task = load_task(tmp_path)
     with pytest.raises(DataError, match="empty"):
         label(task, ["ok", "  "])
+
+
+class _Flaky(Teacher):
+    """The task's function teacher, with Ctrl-C arriving during its ``fail_at``-th batch."""
+
+    kind = "function"
+
+    def __init__(self, inner: Teacher, fail_at: int) -> None:
+        super().__init__(inner.labels)
+        self.inner, self.fail_at, self.batches = inner, fail_at, 0
+
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()
+
+    def prices_known(self) -> bool:
+        return True
+
+    def predict_batch(self, texts: Sequence[str]) -> list[Answer]:
+        self.batches += 1
+        if self.batches == self.fail_at:
+            raise KeyboardInterrupt
+        return self.inner.predict_batch(texts)
+
+
+def test_ctrl_c_keeps_every_answer_and_the_stats_say_how_many(tmp_path: Path) -> None:
+    task = load_task(tmp_path, batch=3)
+    flaky = _Flaky(make_teacher(task), fail_at=3)
+    assert flaky.fingerprint() == make_teacher(task).fingerprint()
+    with pytest.raises(LabelInterrupted) as exc:
+        label(task, TEXTS, teacher=flaky, batch_size=3)
+    stats = exc.value.stats
+    assert stats.calls == stats.done == 6 and stats.stopped == "interrupted"
+    with Journal(task.journal_path) as j:
+        assert j.counts()["done"] == 6
+        assert j.counts()["pending"] == 2  # the batch in hand: asked again next time (its lease released)
+    rest = label(task, TEXTS)
+    assert rest.stats.calls == 2 and rest.stats.from_journal == 6
+
+
+def test_max_cost_needs_a_known_price(tmp_path: Path) -> None:
+    from distil.errors import ConfigError
+
+    task = load_task(tmp_path)
+    with pytest.raises(ConfigError, match="no known price"):
+        label(task, TEXTS, max_cost=1.0)
+    with Journal(task.journal_path) as j:
+        assert list(j.rows()) == []
+
+
+def test_requests_are_counted_for_every_teacher(tmp_path: Path) -> None:
+    task = load_task(tmp_path, batch=3)
+    res = label(task, TEXTS, max_calls=4)
+    assert res.stats.requests == 4 == res.stats.calls and res.stats.stopped == "max_calls"

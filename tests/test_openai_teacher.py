@@ -207,18 +207,21 @@ def test_auth_and_not_found_raise_teacher_error(status: int) -> None:
     assert sleeps == []
     sent = len(server.requests)
     assert 1 <= sent <= 3  # at most the requests already in flight
-    with pytest.raises(TeacherError):  # the teacher stays stopped, sends nothing more
+    # a later call tries again (the key may work by then): one request, not a teacher stopped for good
+    with pytest.raises(TeacherError):
         t.predict_batch(["e"])
-    assert len(server.requests) == sent
+    assert len(server.requests) == sent + 1
 
 
-def test_garbage_http_body_is_failed_not_retried() -> None:
+def test_garbage_http_body_is_invalid_with_raw_not_retried() -> None:
+    """A 2xx body that is not JSON was paid for: kept as ``invalid`` with the body, never asked again."""
+
     def handler(payload: dict[str, Any], i: int) -> httpx.Response:
         return httpx.Response(200, text="<html>gateway</html>")
 
     t, server, _ = teacher_for(handler, Capabilities("json_schema", False, "onehot"))
     [a] = t.predict_batch(["x"])
-    assert (a.status, a.attempts, len(server.requests)) == ("failed", 1, 1)
+    assert (a.status, a.attempts, len(server.requests), a.raw) == ("invalid", 1, 1, "<html>gateway</html>")
     assert a.error is not None and "not JSON" in a.error
 
 
@@ -352,6 +355,34 @@ def test_samples_when_server_ignores_n() -> None:
     assert [r.get("n") for r in server.requests] == [3, 2, None]  # asking for 1 sends no "n"
     assert a.probs == pytest.approx([0.0, 0.0, 2 / 3, 1 / 3])
     assert (a.attempts, a.tokens_in, a.tokens_out) == (3, 60, 15)
+
+
+def test_a_tie_at_the_top_is_broken_by_asking_again_not_by_label_order() -> None:
+    def handler(payload: dict[str, Any], i: int) -> httpx.Response:
+        assert payload["temperature"] == 0.7  # the configured sampling temperature
+        if i == 0:
+            return chat([json.dumps({"label": x}) for x in ["lost_card", "top_up", "lost_card", "top_up"]])
+        return ok_label("top_up")
+
+    t, server, _ = teacher_for(handler, Capabilities("json_schema", False, "samples"), samples=4,
+                               sample_temperature=0.7)
+    [a] = t.predict_batch(["x"])
+    assert [r.get("n") for r in server.requests] == [4, None]  # one tie-breaking sample
+    assert a.probs == pytest.approx([0.0, 0.0, 0.4, 0.6]) and a.extra["tie_break_samples"] == 1
+    assert "tied" not in a.extra
+
+
+def test_a_tie_that_persists_is_an_even_split_and_says_so() -> None:
+    seq = LABELS  # every new sample starts a new tie
+
+    def handler(payload: dict[str, Any], i: int) -> httpx.Response:
+        return ok_label(seq[i % 4])
+
+    t, server, _ = teacher_for(handler, Capabilities(None, False, "samples"), samples=2)
+    [a] = t.predict_batch(["x"])
+    assert len(server.requests) == 4  # 2 samples, then at most 2 more
+    assert a.probs == pytest.approx([0.25, 0.25, 0.25, 0.25])
+    assert a.extra["tied"] == sorted(seq) and a.extra["tie_break_samples"] == 2
 
 
 def test_all_samples_invalid_is_invalid() -> None:
@@ -527,7 +558,7 @@ def test_estimate_cost() -> None:
         lambda p, i: ok_label("top_up"), PROBE, price_in_per_1m=1.0, price_out_per_1m=2.0, max_tokens=10
     )
     text = "x" * 400
-    tokens_in = math.ceil((len(t.system_prompt) + 400) / 4) + 12
+    tokens_in = math.ceil((len(t.system_prompt.encode()) + 400) / 3) + 12  # 3 UTF-8 bytes a token: the safe side
     one = (tokens_in * 1.0 + 10 * 2.0) / 1e6
     assert t.estimate_cost([text, text]) == pytest.approx(2 * one)
     t.capabilities = Capabilities(None, False, "samples")
@@ -583,3 +614,116 @@ def test_probe_names_max_tokens_when_the_constrained_answer_is_cut() -> None:
     assert len(server.requests) == 4
     assert all("raise [teacher].max_tokens" in n for n in caps.notes)
     assert a.status == "invalid" and a.raw == '{"label": "card_ar'
+
+
+# -- reply shape, budgets, timeouts (issue 12) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"choices": {"0": {}}}, "'choices' is an object"),
+        ({"choices": ["x"]}, "'choices[0]' is a string"),
+        ({"choices": [{"message": "hi"}]}, "'choices[0].message' is a string"),
+        ({"choices": [{"message": {"content": 7}}]}, "'choices[0].message.content' is a number"),
+        ({"choices": [{"message": {"content": "x"}, "logprobs": "lots"}]}, "'choices[0].logprobs' is a string"),
+        ({"choices": [{"message": {"content": "x"}, "logprobs": {"content": [{"token": 1}]}}]}, "token' is a number"),
+        ({"choices": [{"message": {"content": "x"}}], "usage": [1, 2]}, "'usage' is a list"),
+        ({"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "9"}}, "usage.prompt_tokens"),
+        ([1, 2], "'the body' is a list"),
+    ],
+)
+def test_a_reply_of_the_wrong_shape_is_invalid_with_its_raw_body(body: Any, where: str) -> None:
+    t, server, _ = teacher_for(lambda p, i: httpx.Response(200, json=body), Capabilities(None, True, "logprobs"))
+    a, b = t.predict_batch(["x", "y"])
+    assert a.status == b.status == "invalid" and a.attempts == 1 and len(server.requests) == 2
+    assert a.raw is not None and json.loads(a.raw) == body and a.error is not None and where in a.error
+
+
+def test_usage_null_and_logprobs_null_are_fine() -> None:
+    body = {"choices": [{"message": {"content": '{"label": "top_up"}'}, "logprobs": None}], "usage": None}
+    t, _, _ = teacher_for(lambda p, i: httpx.Response(200, json=body), Capabilities(None, True, "logprobs"))
+    [a] = t.predict_batch(["x"])
+    assert a.status == "done" and a.method == "onehot" and (a.tokens_in, a.tokens_out) == (0, 0)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_retry_after_that_is_not_a_finite_number_falls_back_to_backoff(value: str) -> None:
+    def handler(payload: dict[str, Any], i: int) -> httpx.Response:
+        return error(429, "slow", {"Retry-After": value, "retry-after-ms": value}) if i == 0 else ok_label("top_up")
+
+    t, _, sleeps = teacher_for(handler, Capabilities("json_schema", False, "onehot"))
+    [a] = t.predict_batch(["x"])
+    assert a.status == "done" and len(sleeps) == 1 and 0.25 <= sleeps[0] <= 0.5
+
+
+def test_every_request_counts_against_the_budget_retries_included() -> None:
+    from distil.cost import Budget
+
+    def handler(payload: dict[str, Any], i: int) -> httpx.Response:
+        return error(503, "busy") if i % 2 == 0 else ok_label("top_up")  # every answer needs a retry
+
+    t, server, _ = teacher_for(handler, Capabilities("json_schema", False, "onehot"))
+    got: dict[int, Any] = {}
+    budget = Budget(max_calls=5)
+    t.answer_each([f"t{i}" for i in range(10)], got.__setitem__, budget)
+    assert len(server.requests) == budget.requests == 5 and budget.stopped == "max_calls"
+    assert len(got) == 2  # the third answer's retry was refused: no answer, nothing more sent
+
+
+def test_samples_stop_at_the_budget_and_keep_the_samples_paid_for() -> None:
+    from distil.cost import Budget
+
+    t, server, _ = teacher_for(lambda p, i: ok_label("top_up"), Capabilities(None, False, "samples"), samples=5)
+    got: dict[int, Any] = {}
+    t.answer_each(["x", "y"], got.__setitem__, Budget(max_calls=3))  # a server that ignores ``n``
+    assert len(server.requests) == 3
+    [a] = got.values()
+    assert a.status == "done" and a.method == "samples" and a.extra["samples_short"] == 2 and a.attempts == 3
+
+
+def test_without_usage_the_cost_is_the_conservative_estimate() -> None:
+    body = {"choices": [{"message": {"content": '{"label": "top_up"}'}}]}
+    t, _, _ = teacher_for(
+        lambda p, i: httpx.Response(200, json=body), Capabilities(None, False, "onehot"),
+        price_in_per_1m=1.0, price_out_per_1m=2.0,
+    )
+    [a] = t.predict_batch(["x" * 300])
+    assert a.cost == pytest.approx(t.estimate_cost(["x" * 300])) and a.cost > 0
+    assert a.extra["cost_estimated"] is True
+
+
+def test_a_model_in_the_price_table_has_a_price() -> None:
+    t, _, _ = teacher_for(lambda p, i: ok_label("top_up"), PROBE, model="gpt-4o-mini")
+    assert t.prices_known() and t.estimate_cost(["x"]) > 0
+    unknown, _, _ = teacher_for(lambda p, i: ok_label("top_up"), PROBE)
+    assert not unknown.prices_known() and unknown.estimate_cost(["x"]) == 0.0
+
+
+def test_a_retry_after_a_timeout_waits_twice_as_long() -> None:
+    seen: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"]["read"])
+        if len(seen) < 4:
+            raise httpx.ReadTimeout("read timed out")
+        return ok_label("top_up")
+
+    task = make_task(max_retries=4, timeout_s=2.0)
+    assert task.teacher is not None and task.teacher.kind == "openai"
+    policy = RetryPolicy(max_retries=4, sleep=lambda s: None, rng=random.Random(0))
+    t = OpenAITeacher(task.teacher, task, transport=httpx.MockTransport(handler), retry=policy)
+    t.capabilities = Capabilities("json_schema", False, "onehot")
+    [a] = t.predict_batch(["x"])
+    assert a.status == "done" and seen == [2.0, 4.0, 8.0, 8.0]
+
+
+def test_probe_requests_are_counted_and_handed_over_once() -> None:
+    from distil.cost import Budget
+
+    t, server, _ = teacher_for(lambda p, i: ok_label("top_up"), PROBE, probs="onehot")
+    budget = Budget()
+    t.prepare(budget)
+    spend = t.take_probe_spend()
+    assert spend is not None and spend["attempts"] == len(server.requests) == budget.requests > 0
+    assert spend["mode"] == "onehot" and t.take_probe_spend() is None

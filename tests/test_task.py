@@ -92,7 +92,7 @@ def test_train_task_fits_the_router_at_the_routing_target_not_the_selection_targ
     from distil.train import train_task
 
     task_file = write_task(tmp_path / "t")
-    text = task_file.read_text() + "\n[targets]\nmin_retention = 0.5\nrouting_agreement = 0.8\n"
+    text = task_file.read_text() + "\n[targets]\nmin_agreement = 0.5\nrouting_agreement = 0.8\n"
     task_file.write_text(text)
     task = Task.load(task_file)
     words = ["card", "transfer", "cash", "atm", "hello"]

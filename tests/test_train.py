@@ -155,13 +155,14 @@ def test_train_task_uses_the_journal_labeled_set(tmp_path: Path, monkeypatch: py
     from distil.train import train_task
 
     ls = small_banking(n_classes=3, per_class=12)
-    task = Task.from_dict({"name": "t", "labels": ls.labels, "targets": {"min_retention": 0.5}},
+    task = Task.from_dict({"name": "t", "labels": ls.labels, "targets": {"min_agreement": 0.5, "min_retention": 0.6}},
                           base_dir=tmp_path)
     monkeypatch.setattr(distil.label, "labeled_set", lambda t, **kw: ls)
     res = train_task(task, students=("ngram",), params={"ngram": NGRAM})
     assert res.out == task.work_path / "student"
     cfg = json.loads((res.out / "config.json").read_text())
-    assert cfg["target"] == 0.5 and cfg["task_fingerprint"] == task.fingerprint()
+    assert cfg["target"] == 0.5 and cfg["retention_target"] == 0.6  # two measures, two settings
+    assert cfg["task_fingerprint"] == task.fingerprint()
     assert read_labeled(res.out / "heldout.parquet").labels == ls.labels
 
 

@@ -636,6 +636,8 @@ class _ActiveRun:
                         "round_student": self.round_name}
         run_id = self.journal.start_run(fingerprint, f"active:{strategy}", {"seed": self.settings.seed})
         self.journal.finish_run(run_id, {**labeled.info, **total.as_dict()})
+        held = set(self.ho_texts)  # the random sample: train() measures and calibrates on it
+        labeled.info["random_heldout"] = [i for i, t in enumerate(texts_done) if t in held]
         return ActiveResult(stats=total, labeled=labeled, teacher=fingerprint, rounds=self.rounds,
                             strategy=strategy, heldout=self.ho_texts)
 

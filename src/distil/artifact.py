@@ -14,11 +14,17 @@ Layout::
                            held-out split), sorted; no raw text: ``distil eval`` counts test texts in it
 
 Loading never unpickles; loading and predicting with an ngram or static student imports no torch.
+A field that names a file (``chosen``, a ladder record's ``name``, the router's member) is a plain
+folder name under ``ladder/``: one that would reach outside the artifact is an :class:`ArtifactError`.
+``train()`` writes the folder whole into a temporary sibling and swaps it in, so a reader sees the
+old artifact or the new one, never a mix.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +52,26 @@ def text_hash(text: str) -> bytes:
 
 def write_train_hashes(folder: Path, texts: Sequence[str]) -> Path:
     """Write the sorted hash set of ``texts`` into ``folder/train_texts.sha256`` (atomically)."""
+    from distil.data import atomic_write_bytes
+
     blob = b"".join(sorted({text_hash(t) for t in texts}))
-    path = folder / TRAIN_HASHES
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(blob)
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(folder / TRAIN_HASHES, blob, what="training-text hashes")
+
+
+def member_folder(root: Path, name: object, *, source: str = "config.json") -> Path:
+    """``root/ladder/<name>`` for a member name read from the artifact; :class:`ArtifactError` when
+    ``name`` is not a plain folder name or the folder (through a link) lies outside the artifact."""
+    plain = (
+        isinstance(name, str) and name not in ("", ".", "..") and "\x00" not in name
+        and not any(sep in name for sep in ("/", "\\", ":"))
+    )
+    folder = root / "ladder" / str(name)
+    if plain and (not folder.exists() or folder.resolve().is_relative_to(root.resolve())):
+        return folder
+    raise ArtifactError(
+        f"{root / source}: member name {str(name)[:80]!r} does not name a folder inside {root / 'ladder'}",
+        hint="an artifact names its students by plain folder names; retrain it with distil train",
+    )
 
 
 def _read_json(path: Path) -> Any:
@@ -64,6 +84,15 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ArtifactError(
+            f"{path}: nested too deeply to read (more than about {sys.getrecursionlimit()} levels)",
+            hint="the file is not one distil wrote; run `distil train` again to rewrite it",
+        ) from None
+    except OSError as exc:
+        from distil.errors import storage_error
+
+        raise storage_error(exc, "read the artifact") from None
 
 
 @dataclass
@@ -79,8 +108,9 @@ class Artifact:
 
     def members(self) -> list[str]:
         """Names of the ladder members whose weights are stored under ``ladder/<name>/``."""
+        names = [r.get("name") if isinstance(r, dict) else None for r in self.ladder]
         return [
-            r["name"] for r in self.ladder if (self.path / "ladder" / r["name"] / "student.json").exists()
+            str(n) for n in names if (member_folder(self.path, n, source="ladder.json") / "student.json").exists()
         ]
 
     def student(self, name: str | None = None) -> Student:
@@ -89,7 +119,7 @@ class Artifact:
 
         key = name or self.chosen
         if key not in self._cache:
-            folder = self.path / "ladder" / key
+            folder = member_folder(self.path, key, source="config.json" if name is None else "ladder")
             if not folder.is_dir():
                 raise ArtifactError(
                     f"{folder}: no student {key!r} in this artifact",
@@ -142,11 +172,15 @@ def load_artifact(path: str | Path) -> Artifact:
     """Read an artifact folder; :class:`ArtifactError` names a missing file or a newer format."""
     root = Path(path)
     if not root.is_dir():
+        left = sorted(root.parent.glob(f".{glob.escape(root.name)}.old-*")) if root.name else []
         raise ArtifactError(
-            f"{root}: not an artifact folder (no such directory)", hint="train one with `distil train`"
+            f"{root}: not an artifact folder (no such directory)",
+            hint=f"a retrain was interrupted while swapping folders: rename {left[-1]} to {root}"
+            if left else "train one with `distil train`",
         )
-    config = _read_json(root / "config.json")
-    version = config.get("format_version") if isinstance(config, dict) else None
+    if not isinstance(config := _read_json(root / "config.json"), dict):
+        raise ArtifactError(f"{root / 'config.json'}: expected a JSON object")
+    version = config.get("format_version")
     if not isinstance(version, int):
         raise ArtifactError(f"{root / 'config.json'}: no integer 'format_version'")
     if version > FORMAT_VERSION:
@@ -161,8 +195,8 @@ def load_artifact(path: str | Path) -> Artifact:
         raise ArtifactError(f"{root / 'labels.json'}: expected a JSON list of label names")
     if not isinstance(ladder, list):
         raise ArtifactError(f"{root / 'ladder.json'}: expected a JSON list of records")
-    chosen = config.get("chosen")
-    if not isinstance(chosen, str) or not (root / "ladder" / chosen / "student.json").exists():
+    chosen = member_folder(root, config.get("chosen")).name
+    if not (root / "ladder" / chosen / "student.json").exists():
         raise ArtifactError(
             f"{root / 'ladder' / str(chosen) / 'student.json'}: the chosen student's files are missing",
             hint="the artifact is incomplete; run `distil train` again",

@@ -14,11 +14,19 @@ The default prices below are the providers' public list prices (standard tier,
 $ per 1M tokens) as read on :data:`PRICES_READ_ON`.  Prices change: a task's
 ``price_in_per_1m`` / ``price_out_per_1m`` win over this table, and a user's own
 table (a JSON or TOML file, or a mapping) can replace or extend it.
+
+A labeling run spends within a :class:`Budget`: every request the teacher sends (capability
+probe, retries, extra samples) first reserves its conservative estimate against ``max_calls`` and
+``max_cost``, then settles at what the server reported (``usage``), or at the estimate when it
+reported nothing.  The stop is hard: what can exceed the cap is only the difference between the
+estimate and the real bill of the requests in flight (at most the teacher's concurrency).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import threading
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -180,3 +188,65 @@ def cost_target_met(ratio: float | None, max_cost_ratio: float) -> bool | None:
     ratio is unknown.
     """
     return None if ratio is None else bool(ratio * max_cost_ratio >= 1.0)
+
+
+def check_budget(max_calls: int | None, max_cost: float | None) -> None:
+    """Refuse a budget that cannot be a hard stop: negative calls, or a cost that is not a finite number >= 0."""
+    if max_calls is not None and (isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 0):
+        raise ConfigError(f"--max-calls must be a whole number >= 0, found {max_calls!r}")
+    if max_cost is not None:
+        try:
+            value = float(max_cost)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(
+                f"--max-cost must be a finite number of dollars >= 0, found {max_cost!r}",
+                hint="e.g. --max-cost 5 for five dollars",
+            )
+
+
+class Budget:
+    """Requests and dollars one run may spend; shared by the teacher's threads.
+
+    Before each request :meth:`reserve` holds its estimated cost (and counts the request);
+    after it :meth:`settle` replaces the hold by what it cost.  Once a reservation is refused
+    the budget stays stopped (``stopped`` is ``"max_calls"`` or ``"max_cost"``).  Without limits
+    it only counts.
+    """
+
+    def __init__(self, max_calls: int | None = None, max_cost: float | None = None) -> None:
+        check_budget(max_calls, max_cost)
+        self.max_calls = max_calls
+        self.max_cost = None if max_cost is None else float(max_cost)
+        self.requests = 0
+        self.spent = 0.0
+        self.held = 0.0
+        self.stopped: str | None = None
+        self._lock = threading.Lock()
+
+    def reserve(self, estimate: float) -> bool:
+        """Count one request and hold ``estimate`` dollars for it; False (and stopped) when that would pass a limit."""
+        with self._lock:
+            if self.stopped is not None:
+                return False
+            if self.max_calls is not None and self.requests + 1 > self.max_calls:
+                self.stopped = "max_calls"
+                return False
+            if self.max_cost is not None and self.spent + self.held + estimate > self.max_cost:
+                self.stopped = "max_cost"
+                return False
+            self.requests += 1
+            self.held += estimate
+            return True
+
+    def settle(self, estimate: float, cost: float) -> None:
+        """A reserved request is over: release its hold of ``estimate`` and add what it ``cost``."""
+        with self._lock:
+            self.held = max(self.held - estimate, 0.0)
+            self.spent += cost
+
+    @property
+    def exhausted(self) -> bool:
+        """True once a reservation was refused."""
+        return self.stopped is not None

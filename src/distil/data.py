@@ -7,24 +7,137 @@ dropped or crashed on.
 
 Row numbers in messages are 1-based data rows (the CSV header is not counted;
 a JSONL row is its line number).
+
+Every file distil writes goes through :func:`atomic_path` (or :func:`atomic_write_bytes` /
+:func:`atomic_write_text`): written to a temporary sibling, flushed to disk, then renamed over the
+target, so an interruption leaves the old file or the new one, never a half-written one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import glob
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+import os
+import re
+import secrets
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from distil.errors import DataError
+from distil.errors import DataError, storage_error
 
 FORMATS = ("csv", "jsonl", "parquet", "hf")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing files so that an interruption never leaves a half-written one.
+
+
+def ensure_folder(folder: str | Path, *, what: str = "folder") -> Path:
+    """Create ``folder`` (and its parents) if needed; :class:`StorageError` says why it cannot be."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise storage_error(exc, f"create the {what}") from None
+    return path
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a temporary file or folder it left is still in use)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _sweep_stale(target: Path) -> None:
+    """Remove temporary siblings of ``target`` left by writers that were killed (their pid is gone)."""
+    for name in glob.glob(glob.escape(str(target.parent / f".{target.name}.")) + "*.tmp"):
+        pid = Path(name).name[len(target.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+
+
+def _fsync(path: Path, *, folder: bool = False) -> None:
+    """Flush ``path`` to disk (a folder's entry list too, where the platform allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if folder else 0))
+    except OSError:
+        if folder:
+            return  # e.g. Windows cannot open a folder; the rename is still atomic
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not folder:
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, what: str = "file") -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write; on success it is flushed and renamed over ``path``.
+
+    ``with atomic_path(p) as tmp: write(tmp)`` leaves ``p`` untouched until the write is complete; an
+    exception (or a kill) leaves the old ``p`` as it was.  Temporary files of killed writers are
+    swept on the next write of the same path; a link at ``path`` is written through.  An
+    :class:`OSError` (permissions, a full disk) becomes a :class:`StorageError` naming ``what`` and
+    the path.
+    """
+    target = Path(path)
+    if target.is_symlink():  # write where the link points; the link stays
+        target = target.resolve()
+    ensure_folder(target.parent, what=f"folder for the {what}")
+    _sweep_stale(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        _fsync(tmp)
+        if target.is_file():  # the new file keeps the old one's permissions
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            if exc.filename is None or str(exc.filename) == str(tmp):
+                exc.filename = str(target)
+            raise storage_error(exc, f"write the {what}") from None
+        raise
+    _fsync(target.parent, folder=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, what: str = "file") -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    target = Path(path)
+    with atomic_path(target, what=what) as tmp:
+        tmp.write_bytes(data)
+    return target
+
+
+def atomic_write_text(path: str | Path, text: str, *, what: str = "file") -> Path:
+    """Write ``text`` as UTF-8 to ``path`` atomically (see :func:`atomic_path`).
+
+    A text that cannot be UTF-8 (a lone surrogate such as ``\\ud800``) is written with that
+    character escaped (``\\ud800``) rather than failing after the work that produced it.
+    """
+    return atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"), what=what)
 
 
 @dataclass
@@ -108,8 +221,21 @@ def gold_text(value: Any) -> str | None:
 
 
 def read_table(path: str | Path) -> Table:
-    """Read a whole input file into a :class:`Table`; raise :class:`DataError` with the place."""
+    """Read a whole input file into a :class:`Table`; raise :class:`DataError` with the place.
+
+    A file that cannot be read (permissions, a folder where a file was named) is a
+    :class:`distil.errors.StorageError` naming the path.
+    """
     p = Path(path)
+    try:
+        return _read_table(p)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(p)
+        raise storage_error(exc, "read the input file") from None
+
+
+def _read_table(p: Path) -> Table:
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     fmt = detect_format(p)
@@ -120,6 +246,8 @@ def read_table(path: str | Path) -> Table:
     elif fmt == "jsonl":
         table = _read_jsonl(p)
     elif fmt == "parquet":
+        with p.open("rb"):  # unreadable → StorageError, not "not a Parquet file"
+            pass
         table = _read_parquet(p)
     else:
         table = _read_hf(p)
@@ -144,9 +272,10 @@ def _decode(p: Path) -> str:
 
 
 def _read_csv(p: Path) -> Table:
+    """A CSV/TSV file read strictly: an unterminated quote is an error naming the line it starts on."""
     text = _decode(p)
     delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -155,37 +284,110 @@ def _read_csv(p: Path) -> Table:
         raise DataError(f"{p}: header row is not valid CSV ({exc})") from None
     header = [h.strip() for h in header]
     rows: list[dict[str, Any]] = []
+    row_no, start = 0, reader.line_num + 1
     try:
-        for i, rec in enumerate(reader, start=1):
-            if not rec:
-                continue
-            if len(rec) != len(header):
+        for row_no, rec in enumerate(reader, start=1):
+            if rec and len(rec) != len(header):
                 raise DataError(
-                    f"{p}, row {i}: expected {len(header)} fields as in the header, found {len(rec)}",
+                    f"{p}, row {row_no} (line {start}): expected {len(header)} fields as in the header, "
+                    f"found {len(rec)}",
                     hint="quote fields that contain the delimiter",
                 )
-            rows.append(dict(zip(header, rec, strict=True)))
+            if rec:
+                rows.append(dict(zip(header, rec, strict=True)))
+            start = reader.line_num + 1
     except csv.Error as exc:
-        raise DataError(f"{p}, row {reader.line_num}: not valid CSV ({exc})") from None
+        raise _csv_error(p, row_no + 1, start, reader.line_num, exc) from None
     return Table(p, header, rows)
 
 
+def _csv_error(p: Path, row_no: int, start: int, line: int, exc: csv.Error) -> DataError:
+    """The error for a malformed CSV record: where it starts, and the usual cause."""
+    msg = str(exc)
+    if "unexpected end of data" in msg or "field larger than field limit" in msg:
+        return DataError(
+            f"{p}, row {row_no} (line {start}): a quoted field is never closed; the quote opened there "
+            f"runs to line {line}" + (" (the end of the file)" if "end of data" in msg else f" ({msg})"),
+            hint='close the quote, or double a quote that is part of the text ("")',
+        )
+    return DataError(
+        f"{p}, row {row_no} (line {line}): not valid CSV ({msg})",
+        hint='a quote inside a quoted field is written twice (""); quote the whole field',
+    )
+
+
+#: A JSON escape of a UTF-16 surrogate (``\ud800``–``\udfff``): the only way a JSON line can hold one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
 def _read_jsonl(p: Path) -> Table:
+    """One JSON object per line; lines end at ``\\n`` only (``\\r\\n`` and blank lines are fine).
+
+    Not ``str.splitlines()``: it also splits at U+2028, U+2029, U+0085 and other characters that
+    JSON allows unescaped inside strings (and that :func:`write_labeled` writes as they are).
+    """
     text = _decode(p)
     rows: list[dict[str, Any]] = []
     columns: dict[str, None] = {}
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for i, line in enumerate(text.split("\n"), start=1):
+        if not line.strip(" \t\r"):
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p}, line {i}, column {exc.colno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{p}, line {i}: expected a JSON object per line, found {type(obj).__name__}")
+        obj = _json_line(p, i, line)
         rows.append(obj)
         columns.update(dict.fromkeys(obj))
     return Table(p, list(columns), rows)
+
+
+def _json_line(p: Path, i: int, line: str) -> dict[str, Any]:
+    """Line ``i`` of a JSONL file as a dict; :class:`DataError` names the line for anything else."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{p}, line {i}, column {exc.colno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DataError(
+            f"{p}, line {i}: nested too deeply to read (more than about {sys.getrecursionlimit()} levels "
+            "of arrays or objects)",
+            hint="flatten the record: distil reads a JSON object of text fields per line",
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{p}, line {i}: expected a JSON object per line, found {type(obj).__name__}")
+    if _SURROGATE_ESCAPE.search(line):
+        where = _lone_surrogate(obj)
+        if where is not None:
+            raise DataError(
+                f"{p}, line {i}, key {where}: holds a lone UTF-16 surrogate escape (\\ud800–\\udfff without "
+                "its pair), which is not a character",
+                hint="fix the escape (a high surrogate \\ud800–\\udbff must be followed by a low one "
+                "\\udc00–\\udfff) or remove it",
+            )
+    return obj
+
+
+def _unencodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _lone_surrogate(obj: Any) -> str | None:
+    """The key path (ASCII) of the first key or string in ``obj`` holding a lone surrogate, or None."""
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str) and _unencodable(value):
+            return where or "(the record)"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{where}.{ascii(key)[1:-1]}" if where else ascii(key)[1:-1]
+                if _unencodable(key):
+                    return name
+                stack.append((name, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{j}]", item) for j, item in enumerate(value))
+    return None
 
 
 def _read_parquet(p: Path) -> Table:
@@ -469,71 +671,110 @@ class LabeledSet:
 
 
 def write_labeled(ls: LabeledSet, path: str | Path) -> Path:
-    """Write text, teacher label and teacher probabilities to Parquet or JSONL (by suffix)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fmt = detect_format(p)
-    teacher_labels = ls.teacher_labels
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    """Write text, teacher label and teacher probabilities to Parquet or JSONL (by suffix).
 
-        cols: dict[str, Any] = {
-            "text": ls.texts,
-            "teacher_label": teacher_labels,
-            "teacher_probs": [row.tolist() for row in ls.probs],
-        }
-        if ls.gold is not None:
-            cols["gold"] = ls.gold
-        table = pa.table(cols)
-        meta = {
-            b"distil.labels": json.dumps(ls.labels).encode(),
-            b"distil.teacher": ls.teacher.encode(),
-            b"distil.info": json.dumps(ls.info or {}).encode(),
-        }
-        pq.write_table(table.replace_schema_metadata(meta), p)
+    Atomic (:func:`atomic_path`): an interrupted export leaves the previous file whole.  JSONL also
+    gets ``<name>.info.json`` (teacher and how the set was made) when ``ls.info`` is set.
+    """
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "parquet":
+        with atomic_path(p, what="labeled set") as tmp:
+            _write_parquet(ls, tmp)
     elif fmt == "jsonl":
-        with p.open("w", encoding="utf-8") as fh:
-            for i, text in enumerate(ls.texts):
-                rec: dict[str, Any] = {
-                    "text": text,
-                    "teacher_label": teacher_labels[i],
-                    "teacher_probs": {lab: round(float(v), 6) for lab, v in zip(ls.labels, ls.probs[i], strict=True)},
-                }
-                if ls.gold is not None:
-                    rec["gold"] = ls.gold[i]
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        with atomic_path(p, what="labeled set") as tmp:
+            _write_jsonl(ls, tmp)
         if ls.info:
-            info_path = p.with_name(p.name + ".info.json")
-            info_path.write_text(json.dumps({"teacher": ls.teacher, **ls.info}, indent=1), encoding="utf-8")
+            info = json.dumps({"teacher": ls.teacher, **ls.info}, indent=1)
+            atomic_write_text(p.with_name(p.name + ".info.json"), info, what="labeled set's info")
     else:
         raise DataError(f"{p}: the labeled set is written as .parquet or .jsonl, not {fmt}")
     return p
+
+
+def _write_parquet(ls: LabeledSet, path: Path) -> None:
+    """The labeled set as one Parquet file; labels, teacher and info in the schema metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols: dict[str, Any] = {
+        "text": ls.texts,
+        "teacher_label": ls.teacher_labels,
+        "teacher_probs": [row.tolist() for row in ls.probs],
+    }
+    if ls.gold is not None:
+        cols["gold"] = ls.gold
+    table = pa.table(cols)
+    meta = {
+        b"distil.labels": json.dumps(ls.labels).encode(),
+        b"distil.teacher": ls.teacher.encode(),
+        b"distil.info": json.dumps(ls.info or {}).encode(),
+    }
+    pq.write_table(table.replace_schema_metadata(meta), path)
+
+
+def _write_jsonl(ls: LabeledSet, path: Path) -> None:
+    """The labeled set as JSONL: text, teacher label, ``{label: probability}`` (and gold) per line."""
+    teacher_labels = ls.teacher_labels
+    with path.open("w", encoding="utf-8", errors="backslashreplace", newline="\n") as fh:
+        for i, text in enumerate(ls.texts):
+            rec: dict[str, Any] = {
+                "text": text,
+                "teacher_label": teacher_labels[i],
+                "teacher_probs": {lab: round(float(v), 6) for lab, v in zip(ls.labels, ls.probs[i], strict=True)},
+            }
+            if ls.gold is not None:
+                rec["gold"] = ls.gold[i]
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
 def read_labeled(path: str | Path) -> LabeledSet:
     """Read a labeled set written by :func:`write_labeled`."""
     p = Path(path)
     fmt = detect_format(p)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(p)
-        meta = t.schema.metadata or {}
-        if b"distil.labels" not in meta:
-            raise DataError(f"{p}: not a distil labeled set (no label list in the Parquet metadata)")
-        labels = json.loads(meta[b"distil.labels"])
-        d = t.to_pydict()
-        return LabeledSet(
-            texts=d["text"], probs=np.array(d["teacher_probs"], dtype=np.float32), labels=labels,
-            gold=d.get("gold"), teacher=meta.get(b"distil.teacher", b"").decode(),
-            info=json.loads(meta.get(b"distil.info", b"{}")) or None,
-        )
-    if fmt == "jsonl":
-        table = _read_jsonl(p)
-        require_columns(table, ["text", "teacher_probs"], what="labeled-set")
-        labels = list(table.rows[0]["teacher_probs"])
-        probs = np.array([[r["teacher_probs"][lab] for lab in labels] for r in table.rows], dtype=np.float32)
-        gold = [r.get("gold") for r in table.rows] if "gold" in table.columns else None
-        return LabeledSet([r["text"] for r in table.rows], probs, labels, gold)
+    try:
+        if fmt == "parquet":
+            return _read_labeled_parquet(p)
+        if fmt == "jsonl":
+            return _read_labeled_jsonl(p)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(p)
+        raise storage_error(exc, "read the labeled set") from None
     raise DataError(f"{p}: a labeled set is .parquet or .jsonl")
+
+
+def _read_labeled_parquet(p: Path) -> LabeledSet:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with p.open("rb"):  # unreadable → StorageError, not "not a Parquet file"
+        pass
+    try:
+        t = pq.read_table(p)
+    except pa.ArrowException as exc:
+        raise DataError(f"{p}: not a readable Parquet file ({exc})") from None
+    meta = t.schema.metadata or {}
+    if b"distil.labels" not in meta:
+        raise DataError(f"{p}: not a distil labeled set (no label list in the Parquet metadata)")
+    try:
+        labels = json.loads(meta[b"distil.labels"])
+        info = json.loads(meta.get(b"distil.info", b"{}")) or None
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{p}: the distil metadata is not valid JSON ({type(exc).__name__})") from None
+    d = t.to_pydict()
+    return LabeledSet(
+        texts=d["text"], probs=np.array(d["teacher_probs"], dtype=np.float32), labels=labels,
+        gold=d.get("gold"), teacher=meta.get(b"distil.teacher", b"").decode(), info=info,
+    )
+
+
+def _read_labeled_jsonl(p: Path) -> LabeledSet:
+    table = _read_jsonl(p)
+    if not table.rows:
+        raise DataError(f"{p}: no rows", hint="a labeled set written by distil label has one line per text")
+    require_columns(table, ["text", "teacher_probs"], what="labeled-set")
+    labels = list(table.rows[0]["teacher_probs"])
+    probs = np.array([[r["teacher_probs"][lab] for lab in labels] for r in table.rows], dtype=np.float32)
+    gold = [r.get("gold") for r in table.rows] if "gold" in table.columns else None
+    return LabeledSet([r["text"] for r in table.rows], probs, labels, gold)

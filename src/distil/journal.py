@@ -7,6 +7,16 @@ moves ``pending → done | failed | invalid``; ``done`` and ``invalid`` were pai
 for and are never asked again, ``pending`` (a crash mid-call) and ``failed``
 are asked again on the next run.
 
+**Leases.**  A run takes the rows it is about to ask in one transaction (:meth:`Journal.lease`):
+``lease_owner`` names the run (host, pid, start time) and ``lease_until`` says until when the lease
+holds; the run renews its leases while it works (:meth:`Journal.renew`).  Another run skips rows
+leased to a live owner, so two runs on one journal never pay for the same input; a lease whose
+owner died (its pid is gone on this host) or that was not renewed in time is taken over.
+
+**Writes** are one short transaction each (an answer is committed the moment it arrives); a write
+that fails (a full disk, a read-only file) raises :class:`~distil.errors.JournalError` and leaves
+every earlier commit in place.
+
 The schema version is SQLite's ``user_version``; :data:`MIGRATIONS` brings an
 older journal up to date and a newer one is refused.
 """
@@ -15,11 +25,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +95,24 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     INSERT OR IGNORE INTO uses(key, source) SELECT key, source FROM calls;
     """,
+    # 4: leases on pending rows (two runs never ask the same input) and the capability probes'
+    # requests (paid for, so journaled and counted)
+    """
+    ALTER TABLE calls ADD COLUMN lease_owner TEXT;
+    ALTER TABLE calls ADD COLUMN lease_until REAL;
+    CREATE TABLE probes (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        teacher     TEXT NOT NULL,
+        run         INTEGER,
+        created_at  REAL NOT NULL,
+        calls       INTEGER NOT NULL DEFAULT 0,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        tokens_in   INTEGER NOT NULL DEFAULT 0,
+        tokens_out  INTEGER NOT NULL DEFAULT 0,
+        cost        REAL NOT NULL DEFAULT 0,
+        info        TEXT NOT NULL DEFAULT '{}'
+    );
+    """,
 ]
 #: Sources whose answers a student may learn from: labeling runs, active-labeling rounds
 #: (``active:<round kind>``) and the server's teacher fallbacks.  ``eval`` (test files) and
@@ -93,6 +125,56 @@ def is_training_source(source: str) -> bool:
     return any(source == s or (s.endswith("*") and source.startswith(s[:-1])) for s in TRAINING_SOURCES)
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: Seconds a lease holds without renewal; a run renews its leases every ``LEASE_SECONDS / 4``.
+LEASE_SECONDS = 120.0
+
+
+def new_lease_owner() -> str:
+    """A fresh owner name for one run: ``host|pid|start time (unix seconds)|random``."""
+    return f"{socket.gethostname()}|{os.getpid()}|{time.time():.3f}|{uuid.uuid4().hex[:8]}"
+
+
+def _owner_parts(owner: str) -> tuple[str, int, float]:
+    host, pid, started, *_ = [*owner.split("|"), "", "", ""]
+    try:
+        return host, int(pid), float(started)
+    except ValueError:
+        return host, -1, 0.0
+
+
+def owner_alive(owner: str) -> bool:
+    """False only when ``owner`` ran on this host and its process is gone (or a zombie)."""
+    host, pid, _ = _owner_parts(owner)
+    if host != socket.gethostname() or pid <= 0:
+        return True  # another machine: only the lease's time tells
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but not ours to signal
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+
+
+def describe_owner(owner: str) -> str:
+    """``pid 123 on host h, started 2025-06-01 12:03:04`` for messages."""
+    host, pid, started = _owner_parts(owner)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "at an unknown time"
+    return f"pid {pid} on host {host}, started {when}"
+
+
+@dataclass
+class Leased:
+    """What :meth:`Journal.lease` found for the keys it was given."""
+
+    granted: list[str] = field(default_factory=list)  # this run asks them now
+    answered: list[str] = field(default_factory=list)  # done or invalid meanwhile: nothing to ask
+    held: dict[str, str] = field(default_factory=dict)  # key → the live owner asking it now
 
 
 @dataclass(frozen=True)
@@ -147,9 +229,9 @@ class Journal:
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
+            self._wal()
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -158,26 +240,66 @@ class Journal:
                 hint="move the file away to start a new journal, or point work_dir elsewhere",
             ) from None
 
+    def _wal(self, wait_s: float = 10.0) -> None:
+        """Switch to WAL; retried while another process creating the same journal holds it (SQLite does not
+        wait on its busy timeout for a journal-mode change)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     # -- schema --------------------------------------------------------------------
     def _migrate(self) -> None:
+        """Apply the missing migrations, each in one write transaction.
+
+        The version is read again inside the transaction, so two processes opening a new journal
+        at once do not both create its tables.
+        """
         with self._lock:
-            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise JournalError(
-                    f"{self.path}: journal schema version {version} is newer than this distil "
-                    f"understands ({SCHEMA_VERSION})",
-                    hint="upgrade distil: pip install -U distil",
-                )
-            for target in range(version, SCHEMA_VERSION):
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for stmt in _split_sql(MIGRATIONS[target]):
+            self._refuse_newer(int(self._db.execute("PRAGMA user_version").fetchone()[0]))
+            while True:
+                with self._write("upgrading its schema"):
+                    version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+                    self._refuse_newer(version)
+                    if version >= SCHEMA_VERSION:
+                        return
+                    for stmt in _split_sql(MIGRATIONS[version]):
                         self._db.execute(stmt)
-                    self._db.execute(f"PRAGMA user_version={target + 1}")
-                    self._db.execute("COMMIT")
-                except Exception:
-                    self._db.execute("ROLLBACK")
-                    raise
+                    self._db.execute(f"PRAGMA user_version={version + 1}")
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"{self.path}: journal schema version {version} is newer than this distil "
+                f"understands ({SCHEMA_VERSION})",
+                hint="upgrade distil: pip install -U distil",
+            )
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a SQLite failure becomes a :class:`JournalError` naming ``what``."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise _write_error(self.path, what, exc) from None
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already (a failed COMMIT may have)."""
+        if self._db.in_transaction:
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     @property
     def schema_version(self) -> int:
@@ -188,8 +310,8 @@ class Journal:
     # -- teachers ------------------------------------------------------------------
     def register_teacher(self, fingerprint: str, kind: str, identity: dict[str, Any], labels: list[str]) -> None:
         """Remember what a teacher fingerprint stands for (idempotent)."""
-        with self._lock:
-            self._db.execute(
+        with self._write("registering the teacher") as db:
+            db.execute(
                 "INSERT OR IGNORE INTO teachers(fingerprint, kind, identity, labels, created_at) "
                 "VALUES (?,?,?,?,?)",
                 (fingerprint, kind, canonical_json(identity), json.dumps(labels), time.time()),
@@ -228,32 +350,76 @@ class Journal:
     def mark_pending(self, items: Iterable[tuple[str, str, str]], *, source: str = "label") -> None:
         """Write (key, teacher, text) rows as pending before their calls are sent (one transaction)."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT INTO calls(key, teacher, text, status, created_at, updated_at, source) "
-                    "VALUES (?,?,?,'pending',?,?,?) "
-                    "ON CONFLICT(key) DO UPDATE SET status='pending', updated_at=excluded.updated_at "
-                    "WHERE calls.status IN ('pending','failed')",
-                    [(k, t, x, now, now, source) for k, t, x in items],
-                )
-                self._db.execute("COMMIT")
-            except Exception:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write("marking calls pending") as db:
+            db.executemany(
+                "INSERT INTO calls(key, teacher, text, status, created_at, updated_at, source) "
+                "VALUES (?,?,?,'pending',?,?,?) "
+                "ON CONFLICT(key) DO UPDATE SET status='pending', updated_at=excluded.updated_at "
+                "WHERE calls.status IN ('pending','failed')",
+                [(k, t, x, now, now, source) for k, t, x in items],
+            )
+
+    def lease(
+        self,
+        items: Sequence[tuple[str, str, str]],
+        owner: str,
+        *,
+        source: str = "label",
+        seconds: float = LEASE_SECONDS,
+    ) -> Leased:
+        """Take (key, teacher, text) rows for ``owner`` to ask, in one transaction, before sending.
+
+        A row is granted when it is new, ``failed``, or ``pending`` without a live lease (none, its
+        owner's own, expired, or its owner's process gone); granted rows become ``pending`` leased
+        to ``owner`` for ``seconds``.  Rows answered meanwhile and rows another live run holds are
+        reported, not granted.
+        """
+        now = time.time()
+        out = Leased()
+        with self._write("leasing calls") as db:
+            current = self._lease_state(db, [k for k, _, _ in items])
+            grant = _sort_for_lease(items, current, owner, now, out)
+            db.executemany(
+                "INSERT INTO calls(key, teacher, text, status, created_at, updated_at, source, lease_owner, "
+                "lease_until) VALUES (?,?,?,'pending',?,?,?,?,?) "
+                "ON CONFLICT(key) DO UPDATE SET status='pending', updated_at=excluded.updated_at, "
+                "lease_owner=excluded.lease_owner, lease_until=excluded.lease_until "
+                "WHERE calls.status IN ('pending','failed')",
+                [(k, t, x, now, now, source, owner, now + seconds) for k, t, x in grant],
+            )
+            out.granted = [k for k, _, _ in grant]
+        return out
+
+    @staticmethod
+    def _lease_state(db: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[str, str | None, float | None]]:
+        state: dict[str, tuple[str, str | None, float | None]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT key, status, lease_owner, lease_until FROM calls WHERE key IN ({marks})"
+            for key, status, holder, until in db.execute(sql, chunk):
+                state[key] = (status, holder, until)
+        return state
+
+    def renew(self, owner: str, seconds: float = LEASE_SECONDS) -> int:
+        """Extend ``owner``'s leases on rows still unanswered; returns how many."""
+        with self._write("renewing leases") as db:
+            cur = db.execute(
+                "UPDATE calls SET lease_until=? WHERE lease_owner=? AND status IN ('pending','failed')",
+                (time.time() + seconds, owner),
+            )
+            return int(cur.rowcount)
+
+    def release(self, owner: str) -> None:
+        """Give up ``owner``'s leases (the run is over; its unasked rows are free to others)."""
+        with self._write("releasing leases") as db:
+            db.execute("UPDATE calls SET lease_owner=NULL, lease_until=NULL WHERE lease_owner=?", (owner,))
 
     def note_uses(self, keys: Iterable[str], source: str) -> None:
         """Record that these keys were asked for ``source`` (whether answered now or from the journal)."""
         rows = [(k, source) for k in keys]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("INSERT OR IGNORE INTO uses(key, source) VALUES (?,?)", rows)
-                self._db.execute("COMMIT")
-            except Exception:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write("noting what the inputs are for") as db:
+            db.executemany("INSERT OR IGNORE INTO uses(key, source) VALUES (?,?)", rows)
 
     def uses(self, teacher: str | None = None) -> dict[str, set[str]]:
         """key → every source it was asked for (for one teacher or all)."""
@@ -269,29 +435,41 @@ class Journal:
         return out
 
     def record(self, results: Iterable[tuple[str, Answer, str | None]]) -> None:
-        """Store answers: (key, answer, label name or None).  One transaction for the batch."""
+        """Store answers: (key, answer, label name or None), in one transaction.
+
+        Only unanswered rows (``pending``/``failed``) take an answer, and their lease ends: an input
+        answered already keeps its first answer.  Call it with one answer the moment it arrives.
+        """
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "UPDATE calls SET status=?, probs=?, label=?, method=?, raw=?, error=?, "
-                    "attempts=attempts+?, tokens_in=tokens_in+?, tokens_out=tokens_out+?, "
-                    "latency_ms=?, cost=cost+?, updated_at=? WHERE key=?",
-                    [
-                        (
-                            a.status,
-                            json.dumps([round(p, 7) for p in a.probs]) if a.probs is not None else None,
-                            label, a.method, a.raw, a.error, a.attempts, a.tokens_in, a.tokens_out,
-                            a.latency_ms, a.cost, now, key,
-                        )
-                        for key, a, label in results
-                    ],
-                )
-                self._db.execute("COMMIT")
-            except Exception:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write("recording an answer") as db:
+            db.executemany(
+                "UPDATE calls SET status=?, probs=?, label=?, method=?, raw=?, error=?, "
+                "attempts=attempts+?, tokens_in=tokens_in+?, tokens_out=tokens_out+?, "
+                "latency_ms=?, cost=cost+?, updated_at=?, lease_owner=NULL, lease_until=NULL "
+                "WHERE key=? AND status IN ('pending','failed')",
+                [
+                    (
+                        a.status,
+                        json.dumps([round(p, 7) for p in a.probs]) if a.probs is not None else None,
+                        label, a.method, a.raw, a.error, a.attempts, a.tokens_in, a.tokens_out,
+                        a.latency_ms, a.cost, now, key,
+                    )
+                    for key, a, label in results
+                ],
+            )
+
+    def record_probe(self, teacher: str, info: dict[str, Any], run: int | None = None) -> None:
+        """Journal what a capability probe sent and cost (``calls``, ``attempts``, tokens, ``cost``)."""
+        with self._write("recording the capability probe") as db:
+            db.execute(
+                "INSERT INTO probes(teacher, run, created_at, calls, attempts, tokens_in, tokens_out, cost, info) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    teacher, run, time.time(), int(info.get("calls", 0)), int(info.get("attempts", 0)),
+                    int(info.get("tokens_in", 0)), int(info.get("tokens_out", 0)), float(info.get("cost", 0.0)),
+                    canonical_json({k: v for k, v in info.items() if k not in _PROBE_COLUMNS}),
+                ),
+            )
 
     def rows(self, teacher: str | None = None, status: str | None = None) -> Iterator[Row]:
         """Iterate rows, optionally for one teacher and one status, in insertion order."""
@@ -328,13 +506,21 @@ class Journal:
             out["tokens_in"] += int(tin or 0)
             out["tokens_out"] += int(tout or 0)
             out["cost"] += float(cost or 0.0)
+        out.update(self._probe_counts(teacher))
         return out
+
+    def _probe_counts(self, teacher: str | None) -> dict[str, Any]:
+        """``probe_calls``, ``probe_attempts`` and ``probe_cost`` of the journaled capability probes."""
+        sql = "SELECT COUNT(*), SUM(attempts), SUM(cost) FROM probes" + (" WHERE teacher=?" if teacher else "")
+        with self._lock:
+            n, att, cost = self._db.execute(sql, (teacher,) if teacher else ()).fetchone()
+        return {"probes": int(n or 0), "probe_attempts": int(att or 0), "probe_cost": float(cost or 0.0)}
 
     # -- runs ----------------------------------------------------------------------
     def start_run(self, teacher: str, kind: str, info: dict[str, Any]) -> int:
         """Record the start of a labeling run; returns its id."""
-        with self._lock:
-            cur = self._db.execute(
+        with self._write("starting a run record") as db:
+            cur = db.execute(
                 "INSERT INTO runs(teacher, kind, started_at, info) VALUES (?,?,?,?)",
                 (teacher, kind, time.time(), canonical_json(info)),
             )
@@ -342,8 +528,8 @@ class Journal:
 
     def finish_run(self, run_id: int, info: dict[str, Any]) -> None:
         """Record the end of a run with its numbers."""
-        with self._lock:
-            self._db.execute(
+        with self._write("finishing the run record") as db:
+            db.execute(
                 "UPDATE runs SET finished_at=?, info=? WHERE id=?", (time.time(), canonical_json(info), run_id)
             )
 
@@ -357,6 +543,49 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _sort_for_lease(
+    items: Sequence[tuple[str, str, str]],
+    current: dict[str, tuple[str, str | None, float | None]],
+    owner: str,
+    now: float,
+    out: Leased,
+) -> list[tuple[str, str, str]]:
+    """The items ``owner`` may take; answered and held ones go into ``out``."""
+    alive: dict[str, bool] = {}
+    grant: list[tuple[str, str, str]] = []
+    for key, teacher, text in items:
+        status, holder, until = current.get(key, (None, None, None))
+        if status in ("done", "invalid"):
+            out.answered.append(key)
+            continue
+        if holder and holder != owner and (until or 0.0) > now:
+            if holder not in alive:
+                alive[holder] = owner_alive(holder)
+            if alive[holder]:
+                out.held[key] = holder
+                continue
+        grant.append((key, teacher, text))
+    return grant
+
+
+_PROBE_COLUMNS = frozenset({"calls", "attempts", "tokens_in", "tokens_out", "cost"})
+
+
+def _write_error(path: Path, what: str, exc: sqlite3.Error) -> JournalError:
+    """The clear error for a failed journal write: what failed, why, and what to do."""
+    msg = str(exc)
+    kept = "every answer committed before this one is kept"
+    if "full" in msg:
+        hint = f"free disk space (or point work_dir at a disk with room) and run the same command again; {kept}"
+    elif "readonly" in msg or "read-only" in msg:
+        hint = f"make {path} and its folder writable, then run the same command again; {kept}"
+    elif "locked" in msg or "busy" in msg:
+        hint = f"another process kept the journal locked for 10 s; wait for it and run again; {kept}"
+    else:
+        hint = f"check the disk holding {path.parent} and run the same command again; {kept}"
+    return JournalError(f"cannot write to the journal {path} while {what}: {msg}", hint=hint)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -1,16 +1,19 @@
 """label(): ask the teacher about every input once, through the journal, within a budget.
 
-The loop is plain: dedupe the inputs, look every key up in the journal, send
-the rest to the teacher in batches (each batch written as ``pending`` before it
-is sent and recorded as soon as it returns), stop at the budget, and hand back
-a :class:`LabeledSet` of everything the teacher answered.  Caching, batching and
-budgets live here once; retries live in the teacher base; a teacher only
-answers batches.
+The loop is plain: dedupe the inputs, look every key up in the journal, and send the rest to
+the teacher in chunks.  Before a chunk is sent its rows are leased to this run in one
+transaction (:meth:`distil.journal.Journal.lease`), so a second run on the same journal skips
+them; each answer is committed the moment it arrives (:meth:`~distil.teachers.base.Teacher.answer_each`),
+so a kill -9 loses at most the requests on the wire.  Every request the teacher sends — its
+capability probe (journaled in ``probes``), retries, extra samples — is counted against
+``max_calls`` and ``max_cost`` by one :class:`~distil.cost.Budget`.  Caching, batching and
+budgets live here once; retries live in the teacher base; a teacher only answers.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,20 +21,42 @@ from typing import Any
 
 import numpy as np
 
+from distil.cost import Budget, check_budget
 from distil.data import LabeledSet
 from distil.embcache import caching
-from distil.errors import ConfigError, DataError, TeacherError
-from distil.journal import Journal, Row, call_key, is_training_source
+from distil.errors import ConfigError, DataError, JournalError
+from distil.journal import (
+    LEASE_SECONDS,
+    Journal,
+    Row,
+    call_key,
+    describe_owner,
+    is_training_source,
+    new_lease_owner,
+)
+from distil.progress import note
 from distil.task import Task
 from distil.teachers import make_teacher
-from distil.teachers.base import Answer, Teacher
+from distil.teachers.base import Answer, Interrupted, Teacher
 
 log = logging.getLogger(__name__)
+
+#: Seconds between looks at inputs another run is asking, while this run waits for them.
+WAIT_POLL_S = 0.5
+#: The journal source of an active run's random held-out sample (:meth:`distil.active` round 0).
+RANDOM_HELDOUT_SOURCE = "active:heldout"
 
 
 @dataclass
 class LabelStats:
-    """Counts of one labeling run; ``calls`` and ``spent`` are what this run paid for."""
+    """Counts of one labeling run; ``calls``, ``requests`` and ``spent`` are what this run paid for.
+
+    ``calls`` is the inputs answered this run; ``requests`` every request sent (the capability
+    probe's ``probe_requests``, retries, extra samples), which is what ``max_calls`` limits;
+    ``spent`` is in dollars, from ``usage`` or the conservative estimate.  ``from_others`` of the
+    ``from_journal`` inputs were answered by another run while this one ran; ``abandoned``
+    requests were on the wire when the run was interrupted.
+    """
 
     total: int = 0
     from_journal: int = 0
@@ -46,6 +71,10 @@ class LabelStats:
     skipped: int = 0
     stopped: str | None = None
     seconds: float = 0.0
+    requests: int = 0
+    probe_requests: int = 0
+    from_others: int = 0
+    abandoned: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON and run records)."""
@@ -64,6 +93,14 @@ class LabelResult:
     def row_for(self, text: str) -> Row | None:
         """The journal row for one input text (None if it was not answered)."""
         return self.rows.get(text)
+
+
+class LabelInterrupted(Interrupted):
+    """Ctrl-C during :func:`label`; ``stats`` says exactly what this run kept (every answer that arrived)."""
+
+    def __init__(self, stats: LabelStats) -> None:
+        super().__init__(stats.abandoned)
+        self.stats = stats
 
 
 Progress = Callable[[LabelStats], None]
@@ -95,12 +132,16 @@ def label(
     """Answer every text with the task's teacher, once; return the labeled set.
 
     Texts already answered (``done`` or ``invalid``) for the same teacher fingerprint come
-    from the journal without a call.  ``max_calls`` / ``max_cost`` are hard stops: the run
-    stops before a batch that would pass them and ``stats.stopped`` says which one; nothing
-    already answered is lost.  ``confirm(stats)`` is called once with the estimate before
-    anything is spent; returning False stops the run with ``stopped="declined"``.
+    from the journal without a call; texts another run is asking are waited for, not asked.
+    ``max_calls`` (requests) and ``max_cost`` (dollars) are hard stops checked before every
+    request; ``stats.stopped`` says which one stopped the run, and nothing already answered is
+    lost.  A ``max_cost`` needs a teacher with a known price, and must be a finite number >= 0
+    (:class:`ConfigError` otherwise).  ``confirm(stats)`` is called once with the estimate
+    before anything is spent; returning False stops the run with ``stopped="declined"``.
+    Ctrl-C raises :class:`LabelInterrupted` after keeping every answer that arrived.
     """
     started = time.perf_counter()
+    check_budget(max_calls, max_cost)
     own_journal = journal is None
     teacher = teacher or make_teacher(task)
     if teacher.labels != task.label_names:
@@ -108,10 +149,11 @@ def label(
             f"teacher labels {teacher.labels[:5]}… do not match the task's labels {task.label_names[:5]}…",
             hint="build the teacher from the same task",
         )
+    _check_price(teacher, max_cost)
     journal = journal or Journal(task.journal_path)
     try:
         return _label(
-            task, list(texts), teacher, journal, max_calls=max_calls, max_cost=max_cost,
+            task, list(texts), teacher, journal, budget=Budget(max_calls, max_cost),
             batch_size=batch_size or _batch_size(teacher), progress=progress, confirm=confirm,
             source=source, started=started,
         )
@@ -120,21 +162,29 @@ def label(
             journal.close()
 
 
+def _check_price(teacher: Teacher, max_cost: float | None) -> None:
+    """A dollar budget cannot be kept without a price: refuse it."""
+    if max_cost is not None and not teacher.prices_known():
+        raise ConfigError(
+            f"--max-cost needs to know what the teacher's calls cost, and {teacher.describe()} has no known price",
+            hint="set price_in_per_1m and price_out_per_1m ($ per 1M tokens) in the task's [teacher] section, "
+            "or limit the run with --max-calls instead",
+        )
+
+
 def _label(
     task: Task,
     texts: list[str],
     teacher: Teacher,
     journal: Journal,
     *,
-    max_calls: int | None,
-    max_cost: float | None,
+    budget: Budget,
     batch_size: int,
     progress: Progress | None,
     confirm: Callable[[LabelStats], bool] | None,
     source: str,
     started: float,
 ) -> LabelResult:
-    _check_budgets(max_calls, max_cost)
     fp = teacher.fingerprint()
     journal.register_teacher(fp, teacher.kind, teacher.identity(), task.label_names)
     uniques = _unique_texts(texts)
@@ -146,24 +196,147 @@ def _label(
     if todo and confirm is not None and not confirm(stats):
         stats.stopped = "declined"
         todo = []
-    for start in range(0, len(todo), batch_size):
-        batch = _within_budget(todo[start : start + batch_size], stats, teacher, max_calls, max_cost)
-        if not batch:
-            break
-        _ask(batch, keys, fp, task, teacher, journal, stats, source)
-        _report(progress, stats)
-    stats.skipped = stats.to_ask - stats.calls
-    stats.seconds = time.perf_counter() - started
-    journal.finish_run(run_id, stats.as_dict())
+    run = _Run(task, teacher, journal, keys, fp, source, stats, budget, progress, run_id, started)
+    if todo:
+        run.ask(todo, batch_size)
+    run.finish()
     _report(progress, stats)
     return _result(task, uniques, keys, journal, stats, fp)
 
 
-def _check_budgets(max_calls: int | None, max_cost: float | None) -> None:
-    if max_calls is not None and max_calls < 0:
-        raise DataError(f"--max-calls must be >= 0, found {max_calls}")
-    if max_cost is not None and max_cost < 0:
-        raise DataError(f"--max-cost must be >= 0, found {max_cost}")
+class _Run:
+    """One labeling run's asking: leases, answers committed one by one, the budget, the probe's record."""
+
+    def __init__(
+        self, task: Task, teacher: Teacher, journal: Journal, keys: dict[str, str], fp: str, source: str,
+        stats: LabelStats, budget: Budget, progress: Progress | None, run_id: int, started: float,
+    ) -> None:
+        self.task, self.teacher, self.journal, self.keys, self.fp = task, teacher, journal, keys, fp
+        self.source, self.stats, self.budget, self.progress = source, stats, budget, progress
+        self.run_id, self.started = run_id, started
+        self.owner = new_lease_owner()
+        self.text_of = {k: t for t, k in keys.items()}
+
+    def ask(self, todo: list[str], batch_size: int) -> None:
+        """Ask ``todo`` in chunks of ``batch_size``, then wait for what other runs were asking."""
+        try:
+            with _Heartbeat(self.journal, self.owner), caching():
+                self._ask(todo, batch_size)
+        except KeyboardInterrupt as exc:
+            self._settle(quiet=True)
+            self.stats.abandoned = exc.abandoned if isinstance(exc, Interrupted) else 0
+            self.stats.stopped = "interrupted"
+            self.finish(quiet=True)
+            raise LabelInterrupted(self.stats) from None
+        except JournalError as exc:
+            self._settle(quiet=True)
+            raise JournalError(
+                f"{exc.message}; the {self.stats.calls} answers this run committed before it are kept",
+                hint=exc.hint,
+            ) from None
+        except BaseException:
+            self._settle(quiet=True)
+            raise
+        self._settle(quiet=False)
+
+    def _ask(self, todo: list[str], batch_size: int) -> None:
+        self.teacher.prepare(self.budget)  # an LLM teacher's capability probe, within the budget
+        self._journal_probe()
+        held: dict[str, str] = {}
+        for start in range(0, len(todo), batch_size):
+            if self.budget.exhausted:
+                break
+            self._ask_chunk(todo[start : start + batch_size], held)
+        self._wait_for_others(held)
+        self.stats.stopped = self.stats.stopped or self.budget.stopped
+
+    def _ask_chunk(self, texts: list[str], held: dict[str, str]) -> None:
+        """Lease ``texts`` and ask the granted ones; the ones another live run holds go into ``held``."""
+        got = self.journal.lease([(self.keys[t], self.fp, t) for t in texts], self.owner, source=self.source)
+        self.stats.from_journal += len(got.answered)
+        self.stats.from_others += len(got.answered)
+        held.update(got.held)
+        granted = set(got.granted)
+        asked = [t for t in texts if self.keys[t] in granted]
+        if asked:
+            self.teacher.answer_each(asked, lambda i, a: self._on_answer(asked[i], a), self.budget)
+        self._sync()
+
+    def _on_answer(self, text: str, answer: Answer) -> None:
+        """Commit one answer the moment it arrives, then count it."""
+        self.journal.record([(self.keys[text], answer, _label_name(answer, self.task.label_names))])
+        _count(self.stats, answer)
+        self._sync()
+        _report(self.progress, self.stats)
+
+    def _wait_for_others(self, held: dict[str, str]) -> None:
+        """Wait for the inputs other runs are asking: each ends answered (counted from the journal) or free to ask."""
+        if held:
+            owners = sorted(set(held.values()))
+            note("waiting for %d inputs that another run is asking (%s)", len(held), describe_owner(owners[0]))
+        while held and not self.budget.exhausted:
+            time.sleep(WAIT_POLL_S)
+            texts = [self.text_of[k] for k in held]
+            held.clear()
+            self._ask_chunk(texts, held)
+            _report(self.progress, self.stats)
+
+    def _sync(self) -> None:
+        self.stats.requests = self.budget.requests
+        self.stats.spent = self.budget.spent
+
+    def _journal_probe(self) -> None:
+        """Journal what the teacher's probe requests cost (they were paid like any other)."""
+        spend = self.teacher.take_probe_spend()
+        if spend:
+            self.stats.probe_requests += int(spend.get("attempts", 0))
+            self.stats.attempts += int(spend.get("attempts", 0))
+            self.journal.record_probe(self.fp, spend, run=self.run_id)
+
+    def _settle(self, *, quiet: bool) -> None:
+        """Journal the probe's cost and give up this run's leases; ``quiet`` while another error propagates."""
+        try:
+            self._journal_probe()
+            self.journal.release(self.owner)
+        except JournalError:
+            if not quiet:
+                raise
+        self._sync()
+
+    def finish(self, *, quiet: bool = False) -> None:
+        """Close the run record with its numbers."""
+        stats = self.stats
+        stats.skipped = max(stats.to_ask - stats.calls - stats.from_others, 0)
+        stats.seconds = time.perf_counter() - self.started
+        try:
+            self.journal.finish_run(self.run_id, stats.as_dict())
+        except JournalError:
+            if not quiet:
+                raise
+
+
+class _Heartbeat:
+    """Renews a run's leases every ``LEASE_SECONDS / 4`` on a daemon thread, while the run asks."""
+
+    def __init__(self, journal: Journal, owner: str) -> None:
+        self.journal, self.owner = journal, owner
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="distil-lease", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(LEASE_SECONDS / 4):
+            try:
+                self.journal.renew(self.owner)
+            except JournalError as exc:  # the next answer's commit reports it
+                log.warning("cannot renew the run's leases: %s", exc)
 
 
 def _unique_texts(texts: list[str]) -> list[str]:
@@ -198,49 +371,6 @@ def _report(progress: Progress | None, stats: LabelStats) -> None:
         progress(stats)
 
 
-def _within_budget(
-    batch: list[str], stats: LabelStats, teacher: Teacher, max_calls: int | None, max_cost: float | None
-) -> list[str]:
-    """``batch`` cut to what the budgets still allow; empty (``stats.stopped`` set) when they allow nothing."""
-    if max_calls is not None:
-        room = max_calls - stats.calls
-        if room <= 0:
-            stats.stopped = "max_calls"
-            return []
-        batch = batch[:room]
-    if max_cost is not None:
-        while batch and stats.spent + teacher.estimate_cost(batch) > max_cost:
-            batch = batch[: len(batch) // 2]
-        if not batch:
-            stats.stopped = "max_cost"
-    return batch
-
-
-def _ask(
-    batch: list[str],
-    keys: dict[str, str],
-    fp: str,
-    task: Task,
-    teacher: Teacher,
-    journal: Journal,
-    stats: LabelStats,
-    source: str,
-) -> None:
-    """Send one batch: journaled as ``pending`` first, its answers recorded and counted as they return."""
-    bkeys = [keys[t] for t in batch]
-    journal.mark_pending(zip(bkeys, [fp] * len(batch), batch, strict=True), source=source)
-    with caching():  # a local encoder reuses embeddings it made before (e.g. for another head)
-        answers = teacher.predict_batch(batch)
-    if len(answers) != len(batch):
-        raise TeacherError(
-            f"teacher {teacher.describe()} returned {len(answers)} answers for {len(batch)} texts"
-        )
-    journal.record(
-        (k, a, _label_name(a, task.label_names)) for k, a in zip(bkeys, answers, strict=True)
-    )
-    _count(stats, answers)
-
-
 def _result(
     task: Task, uniques: list[str], keys: dict[str, str], journal: Journal, stats: LabelStats, fp: str
 ) -> LabelResult:
@@ -262,17 +392,16 @@ def _label_name(answer: Answer, labels: list[str]) -> str | None:
     return labels[idx] if idx is not None and answer.status == "done" else None
 
 
-def _count(stats: LabelStats, answers: list[Answer]) -> None:
-    for a in answers:
-        stats.calls += 1
-        stats.attempts += a.attempts
-        stats.spent += a.cost
-        if a.status == "done":
-            stats.done += 1
-        elif a.status == "invalid":
-            stats.invalid += 1
-        else:
-            stats.failed += 1
+def _count(stats: LabelStats, a: Answer) -> None:
+    """Count one committed answer (what it cost is in the budget, synced separately)."""
+    stats.calls += 1
+    stats.attempts += a.attempts
+    if a.status == "done":
+        stats.done += 1
+    elif a.status == "invalid":
+        stats.invalid += 1
+    else:
+        stats.failed += 1
 
 
 def labeled_set(
@@ -287,6 +416,9 @@ def labeled_set(
     Only texts asked for a training purpose (:data:`distil.journal.TRAINING_SOURCES`: labeling
     runs, active rounds, serving fallbacks) are included; answers asked only to measure (``eval``
     for test files, ``valid`` for validation files) are left out unless ``include`` names them.
+    Rows an active run asked as its random held-out sample (source :data:`RANDOM_HELDOUT_SOURCE`)
+    are named in ``info["random_heldout"]`` (row indices): :func:`distil.train.train` measures on
+    them rather than on actively picked inputs.
     """
     teacher = teacher or make_teacher(task)
     fp = teacher.fingerprint()
@@ -295,16 +427,19 @@ def labeled_set(
     try:
         texts: list[str] = []
         probs: list[list[float]] = []
+        sample: list[int] = []
         uses = journal.uses(teacher=fp)
         for row in journal.rows(teacher=fp, status="done"):
             wanted = uses.get(row.key, {row.source})
             if not any(is_training_source(s) or s in include for s in wanted):
                 continue
             if row.probs is not None and len(row.probs) == len(task.label_names):
+                if RANDOM_HELDOUT_SOURCE in wanted:
+                    sample.append(len(texts))
                 texts.append(row.text)
                 probs.append(row.probs)
     finally:
         if own:
             journal.close()
     arr = np.array(probs, dtype=np.float32) if probs else np.zeros((0, len(task.label_names)), np.float32)
-    return LabeledSet(texts, arr, task.label_names, teacher=fp)
+    return LabeledSet(texts, arr, task.label_names, teacher=fp, info={"random_heldout": sample} if sample else None)

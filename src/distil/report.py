@@ -493,8 +493,12 @@ def render_report(metrics: Mapping[str, Any], *, disagreements: Sequence[Mapping
 def write_report(
     metrics: Mapping[str, Any], out_html: Path, *, disagreements: Sequence[Mapping[str, Any]] = ()
 ) -> Path:
-    """Write the self-contained HTML report for ``metrics`` (see :func:`render_report`)."""
-    out = Path(out_html)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(metrics, disagreements=disagreements), encoding="utf-8")
-    return out
+    """Write the self-contained HTML report for ``metrics`` (see :func:`render_report`).
+
+    Atomic (a temporary sibling renamed over ``out_html``); credentials inside URLs are redacted.
+    """
+    from distil.data import atomic_write_text
+    from distil.errors import redact_url
+
+    html = redact_url(render_report(metrics, disagreements=disagreements))
+    return atomic_write_text(Path(out_html), html, what="report")

@@ -21,18 +21,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import reprlib
 import string
+import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from distil.errors import ConfigError
+from distil.errors import ConfigError, redact_url, storage_error
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are not settings: ``timeout_s = inf`` would reach the socket layer and crash there.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class InputSpec(_Strict):
@@ -88,6 +93,18 @@ class OpenAITeacherSpec(_Strict):
     price_in_per_1m: float = Field(default=0.0, ge=0)
     price_out_per_1m: float = Field(default=0.0, ge=0)
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL ({exc}); expected e.g. http://127.0.0.1:8080/v1") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080/v1")
+        return v
+
 
 class LocalTeacherSpec(_Strict):
     """A sentence-transformers model on disk: zero-shot, or with a head from ``distil teacher fit``."""
@@ -104,8 +121,16 @@ class LocalTeacherSpec(_Strict):
     price_per_core_hour: float = Field(default=0.05, ge=0)
 
 
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
 class FunctionTeacherSpec(_Strict):
-    """A team's existing code: ``module:callable`` taking a list of texts."""
+    """A team's existing code taking a list of texts: ``package.module:callable`` or ``path/file.py:callable``.
+
+    A module name is imported from the installed packages (and ``PYTHONPATH``) only; a file next to
+    the task file is named by its path (``rules.py:classify``, relative to the task file's folder).
+    Either way the task file runs that code when the teacher is first asked.
+    """
 
     kind: Literal["function"]
     callable: str
@@ -115,8 +140,10 @@ class FunctionTeacherSpec(_Strict):
     @field_validator("callable")
     @classmethod
     def _module_colon_name(cls, v: str) -> str:
-        if v.count(":") != 1 or not all(v.split(":")):
-            raise ValueError(f"expected 'module:callable', found {v!r}")
+        where, _, attr = v.rpartition(":")
+        is_file = where.endswith(".py")
+        if not where or not _DOTTED.match(attr) or not (is_file or _DOTTED.match(where)):
+            raise ValueError(f"expected 'package.module:callable' or 'path/to/file.py:callable', found {v!r}")
         return v
 
 
@@ -129,13 +156,16 @@ class Targets(_Strict):
     """One setting per purpose: choosing the student, its cost, and routing in serving.
 
     ``min_retention``: the student keeps at least this share of the teacher's accuracy (selection
-    and the verdict); ``max_cost_ratio``: its cost per prediction is at most this share of the
+    with a gold validation set, and the verdict); ``min_agreement``: the student agrees with the
+    teacher on at least this share of held-out texts (selection without gold); both are judged by
+    their lower confidence bound; ``max_cost_ratio``: its cost per prediction is at most this share of the
     teacher's (selection, :func:`distil.train.select_member`, and the verdict);
     ``routing_agreement``: the served student agrees with the teacher on at least this share of the
     inputs it answers, with 95% confidence (the router's threshold).
     """
 
     min_retention: float = Field(default=0.95, gt=0, le=1)
+    min_agreement: float = Field(default=0.90, gt=0, le=1)
     max_cost_ratio: float = Field(default=0.01, gt=0, le=1)
     routing_agreement: float = Field(default=0.95, gt=0, lt=1)
 
@@ -218,13 +248,7 @@ class Task(_Strict):
             raise ConfigError(
                 f"task file {str(p)!r} not found", hint="create one with: distil init NAME"
             )
-        try:
-            raw = tomllib.loads(p.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-        task = cls.from_dict(raw, source=str(p), base_dir=p.resolve().parent)
+        task = cls.from_dict(_read_toml(p), source=str(p), base_dir=p.resolve().parent)
         return task.model_copy(update={"path": p.resolve()})
 
     @classmethod
@@ -239,6 +263,35 @@ class Task(_Strict):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(f"{source}: {_describe(exc)}") from None
+        except RecursionError:
+            raise ConfigError(f"{source}: {_TOO_DEEP}", hint=_TOO_DEEP_HINT) from None
+
+
+_TOO_DEEP = f"a value is nested too deeply to read (more than about {sys.getrecursionlimit()} levels)"
+_TOO_DEEP_HINT = "labels are a flat list of names, or a table of name = \"description\""
+
+
+def _read_toml(p: Path) -> dict[str, Any]:
+    """The parsed task file; :class:`ConfigError` (or a StorageError) says what is wrong with it."""
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise storage_error(exc, "read the task file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: {_TOO_DEEP}", hint=_TOO_DEEP_HINT) from None
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist = 3, 80, 80, 6
+
+
+def _shown(value: Any) -> str:
+    """A short repr of an offending value (deeply nested or huge values are cut), secrets in URLs hidden."""
+    return redact_url(_SHORT.repr(value))
 
 
 def canonical_json(value: Any) -> str:
@@ -260,12 +313,12 @@ def _describe(exc: ValidationError) -> str:
         elif err["type"] == "missing":
             parts.append(f"missing key '{key}'")
         elif err["type"] == "union_tag_invalid":
-            parts.append(f"'{key}.kind' must be one of openai, local, function, found {err['input']!r}")
+            parts.append(f"'{key}.kind' must be one of openai, local, function, found {_shown(err['input'])}")
         elif err["type"] == "union_tag_not_found":
             parts.append(f"'{key}' needs kind = \"openai\" | \"local\" | \"function\"")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"'{key}': {msg} (found {err.get('input')!r})")
+            parts.append(f"'{key}': {msg} (found {_shown(err.get('input'))})")
     return "; ".join(parts)
 
 
@@ -310,9 +363,12 @@ price_out_per_1m = 0.60
 # [teacher]
 # kind = "function"                    # your existing code: takes a list of texts,
 # callable = "mypackage.rules:classify" # returns labels or {{label: probability}} dicts
+# callable = "rules.py:classify"       # or a file, relative to this task file. Either way
+#                                      # this task file runs that code: trust its source
 
 [targets]
 min_retention = 0.95                   # the student keeps >= 95% of the teacher's accuracy
+min_agreement = 0.90                   # without gold: it agrees with the teacher on >= 90% of held-out texts
 max_cost_ratio = 0.01                  # at <= 1/100 of its cost per prediction
 routing_agreement = 0.95               # served answers agree with the teacher >= 95% (95% confidence)
 

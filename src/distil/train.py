@@ -12,12 +12,18 @@ warning.  The reason is recorded in ``config.json`` (``selection_reason``).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import json
 import logging
+import os
 import shutil
 import statistics
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,11 +32,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from distil.artifact import FORMAT_VERSION, write_train_hashes
-from distil.calibrate import ece, fit_temperature
+from distil.bounds import SELECTION_ALPHA, agreement_lower, retention_lower
+from distil.calibrate import crossfit_ece
 from distil.cost import cost_ratio, cost_target_met, cpu_cost_per_1m, load_prices, lookup_price, token_cost_per_1m
-from distil.data import LabeledSet, write_labeled
+from distil.data import LabeledSet, atomic_write_text, ensure_folder, pid_alive, write_labeled
 from distil.embcache import caching
-from distil.errors import ConfigError, DataError, MissingExtra
+from distil.errors import ConfigError, DataError, MissingExtra, storage_error
 from distil.progress import step
 from distil.students.base import LADDER, Student, student_class
 
@@ -45,6 +52,10 @@ MIN_PER_CLASS = 5  # fewer teacher labels than this for a class → a warning na
 CORE_HOUR_USD = 0.05
 #: The router's agreement target when neither ``router_target`` nor a usable ``target`` is given.
 DEFAULT_ROUTER_TARGET = 0.95
+#: Selection's held-out agreement target (``target``) and retention target (``retention_target``, with a
+#: gold validation set) when none is given; they are different measures, so they have their own defaults.
+DEFAULT_AGREEMENT_TARGET = 0.90
+DEFAULT_RETENTION_TARGET = 0.95
 
 
 @dataclass
@@ -169,27 +180,32 @@ def _sig(x: float, digits: int = 4) -> float:
 
 def _calibrate_and_time(
     student: Student, name: str, val_texts: Sequence[str], val_probs: np.ndarray, *, hard: bool, train_s: float,
-    core_hour_usd: float = CORE_HOUR_USD,
+    core_hour_usd: float = CORE_HOUR_USD, ladder_size: int = 1,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """A fitted member's ladder record: held-out agreement, temperature (set on it), ECE, CPU time, cost, size.
+    """A fitted member's ladder record: held-out agreement (and its lower bound), temperature, ECE, CPU time, cost.
 
-    Returns the record and the member's held-out logits.
+    ``agreement_lower`` is the one-sided bound selection decides by (:mod:`distil.bounds`, level
+    ``1 − alpha / ladder_size``).  ECE is debiased; "after" (``ece``) is measured out of fold, on rows
+    the temperature never saw (:func:`distil.calibrate.crossfit_ece`).  Returns the record and the
+    member's held-out logits.
     """
-    from distil.students.base import softmax
-
     val_hard = val_probs.argmax(axis=1)
     with step(f"the {name} student's answers for {len(val_texts)} held-out texts"), caching():
         logits = student.predict_logits(val_texts)
-    temp = fit_temperature(logits, val_probs)
+    cal = crossfit_ece(logits, val_probs, val_hard)
+    temp = cal.temperature
     student.temperature_ = temp
+    agree = logits.argmax(axis=1) == val_hard
     with step(f"timing the {name} student"):
         lat = _time_member(student, val_texts)
     rec: dict[str, Any] = {
         "name": name,
         "soft": not hard,
-        "agreement": round(float(np.mean(logits.argmax(axis=1) == val_hard)), 6),
-        "ece": round(ece(softmax(logits / temp), val_hard), 6),
-        "ece_before": round(ece(softmax(logits), val_hard), 6),
+        "agreement": round(float(np.mean(agree)), 6),
+        "agreement_lower": round(agreement_lower(agree, ladder_size), 6),
+        "n_heldout": int(agree.size),
+        "ece": round(cal.after, 6),
+        "ece_before": round(cal.before, 6),
         "temperature": round(temp, 6),
         "ms_per_pred": round(lat.ms_per_pred, 4),
         "preds_per_s": round(lat.preds_per_s, 1),
@@ -276,10 +292,34 @@ class _Data:
     train: LabeledSet
     heldout: LabeledSet
     validation: _GoldValidation | None
+    heldout_kind: str = "stratified"  # or "random sample" (an active run's, see :func:`_split_data`)
 
 
-def _split_data(labeled: LabeledSet, heldout_frac: float, seed: int, validation: LabeledSet | None) -> _Data:
-    tr_idx, ho_idx = split_heldout(labeled.hard, heldout_frac, seed)
+#: The fewest rows of an active run's random sample that replace the stratified held-out split.
+MIN_RANDOM_HELDOUT = 20
+
+
+def random_heldout(labeled: LabeledSet) -> set[str]:
+    """The texts of the random held-out sample an active run kept (``info["random_heldout"]``), if any."""
+    rows = (labeled.info or {}).get("random_heldout") or []
+    return {labeled.texts[i] for i in rows if 0 <= int(i) < len(labeled)}
+
+
+def _split_data(
+    labeled: LabeledSet, heldout_frac: float, seed: int, validation: LabeledSet | None, sample: set[str] | None = None,
+) -> _Data:
+    """Training, held-out and validation parts; the held-out part is ``sample`` when it is large enough.
+
+    After active labeling the labeled set is not like traffic (most of it was picked for being hard);
+    its random sample is, so held-out figures and the router's calibration come from it alone.
+    """
+    in_sample = np.array([t in sample for t in labeled.texts], dtype=bool) if sample else np.zeros(0, bool)
+    kind = "random sample"
+    if in_sample.sum() >= MIN_RANDOM_HELDOUT and (~in_sample).sum() > 0:
+        tr_idx, ho_idx = np.flatnonzero(~in_sample), np.flatnonzero(in_sample)
+    else:
+        kind = "stratified"
+        tr_idx, ho_idx = split_heldout(labeled.hard, heldout_frac, seed)
     if len(ho_idx) == 0:
         raise DataError(
             f"labeled set: {len(labeled)} texts leave nothing for the held-out split "
@@ -291,6 +331,7 @@ def _split_data(labeled: LabeledSet, heldout_frac: float, seed: int, validation:
         train=_subset(labeled, tr_idx.tolist()),
         heldout=_subset(labeled, ho_idx.tolist()),
         validation=_gold_validation(validation, labeled.labels),
+        heldout_kind=kind,
     )
 
 
@@ -327,6 +368,7 @@ class _Run:
     core_hour_usd: float
     say: Callable[[str], None]
     warnings: list[str]
+    stage: Path | None = None  # where this run writes the new artifact (swapped in for ``out`` at the end)
 
 
 def _check_options(students: Sequence[str], heldout_frac: float) -> None:
@@ -383,20 +425,20 @@ def _train_member(run: _Run, data: _Data, name: str, n: int) -> dict[str, Any] |
     run.say(f"calibrating and timing {name}")
     rec, logits = _calibrate_and_time(
         student, name, data.heldout.texts, data.heldout.probs, hard=run.hard, train_s=train_s,
-        core_hour_usd=run.core_hour_usd,
+        core_hour_usd=run.core_hour_usd, ladder_size=len(run.students),
     )
-    folder = run.out / "ladder" / name
+    folder = (run.stage or run.out) / "ladder" / name
     if folder.exists():
         shutil.rmtree(folder)
     student.save(folder)
-    rec.update(_gold_scores(student, logits, data))
+    rec.update(_gold_scores(student, logits, data, len(run.students)))
     log.info("%s: agreement %.4f, %.3f ms/pred, %.1f MB", name, rec["agreement"], rec["ms_per_pred"],
              rec["size_mb"])
     return rec
 
 
-def _gold_scores(student: Student, logits: np.ndarray, data: _Data) -> dict[str, float]:
-    """Accuracy vs gold on held-out rows that have it; accuracy and retention on the validation set."""
+def _gold_scores(student: Student, logits: np.ndarray, data: _Data, ladder_size: int = 1) -> dict[str, float]:
+    """Accuracy vs gold on held-out rows that have it; accuracy, retention and its lower bound on the validation set."""
     scores: dict[str, float] = {}
     labels = data.labeled.labels
     gold_idx = [(i, labels.index(g)) for i, g in enumerate(data.heldout.gold or []) if g in labels]
@@ -407,9 +449,12 @@ def _gold_scores(student: Student, logits: np.ndarray, data: _Data) -> dict[str,
     if val is not None:
         with caching():
             val_logits = student.predict_logits(val.labeled.texts)
-        val_acc = float(np.mean(val_logits.argmax(axis=1) == val.gold))
+        student_ok = val_logits.argmax(axis=1) == val.gold
+        val_acc = float(np.mean(student_ok))
         scores["val_gold_acc"] = round(val_acc, 6)
         scores["val_retention"] = round(val_acc / val.teacher_acc, 6)
+        teacher_ok = val.labeled.probs.argmax(axis=1) == val.gold
+        scores["val_retention_lower"] = round(retention_lower(student_ok, teacher_ok, ladder_size), 6)
     return scores
 
 
@@ -436,8 +481,17 @@ class _Goal:
     max_cost_ratio: float | None
     teacher_cost_per_1m: float | None
 
+    def bound(self, rec: dict[str, Any]) -> float:
+        """What the target is judged by: the lower bound ``<key>_lower`` where measured, else ``<key>``."""
+        return float(rec.get(f"{self.key}_lower", rec[self.key]))
+
     def meets_quality(self, rec: dict[str, Any]) -> bool:
-        return bool(rec[self.key] >= self.target)
+        return self.bound(rec) >= self.target
+
+    def figure(self, rec: dict[str, Any]) -> str:
+        """"0.953 (lower bound 0.931)" — the point estimate and, where measured, the bound."""
+        lower = rec.get(f"{self.key}_lower")
+        return f"{rec[self.key]:.3f}" + ("" if lower is None else f" (lower bound {lower:.3f})")
 
     def cost_met(self, rec: dict[str, Any]) -> bool | None:
         """The verdict's cost rule (:func:`distil.cost.cost_target_met`); None when it cannot be judged."""
@@ -478,7 +532,11 @@ def select_member(
     max_cost_ratio: float | None = None,
     teacher_cost_per_1m: float | None = None,
 ) -> Selection:
-    """Choose a ladder member by the quality target (``rec[key] >= target``) and the cost target.
+    """Choose a ladder member by the quality target and the cost target.
+
+    The quality target is judged by the record's lower confidence bound ``rec[key + "_lower"]`` where
+    :func:`train` measured one (:mod:`distil.bounds`: at most a ``SELECTION_ALPHA`` chance, for the
+    whole ladder, of choosing a member whose true figure misses the target), else by ``rec[key]``.
 
     The cost target holds when the member's ``cost_per_1m`` is at most ``max_cost_ratio`` of
     ``teacher_cost_per_1m`` (the verdict's rule); it is not applied when either is None.  In order:
@@ -500,7 +558,7 @@ def select_member(
 
 
 def _chose_within(rec: dict[str, Any], goal: _Goal) -> Selection:
-    reason = f"the cheapest student whose {goal.what} ({rec[goal.key]:.3f}) reaches {goal.target:.3f}"
+    reason = f"the cheapest student whose {goal.what} {goal.figure(rec)} reaches {goal.target:.3f}"
     if goal.cost_met(rec):
         reason += f", at {goal.share(rec)} of the teacher's cost per prediction (at most {goal.max_cost_ratio:g})"
     return Selection(str(rec["name"]), reason + goal.cost_unjudged)
@@ -508,7 +566,7 @@ def _chose_within(rec: dict[str, Any], goal: _Goal) -> Selection:
 
 def _chose_over_cost(rec: dict[str, Any], goal: _Goal) -> Selection:
     reason = (
-        f"the cheapest student whose {goal.what} ({rec[goal.key]:.3f}) reaches {goal.target:.3f}; "
+        f"the cheapest student whose {goal.what} {goal.figure(rec)} reaches {goal.target:.3f}; "
         f"none of those meets {goal.cost_text}: {rec['name']} costs {goal.share(rec)} of the teacher's"
     )
     return Selection(str(rec["name"]), reason, f"{reason}; the verdict will report the cost target missed")
@@ -519,12 +577,12 @@ def _chose_below_target(rec: dict[str, Any], goal: _Goal, *, within: bool) -> Se
     if within:
         reason = (
             f"no student reached the target {goal.what} {goal.target:.3f}; chose {name}, the best of those "
-            f"within {goal.cost_text}, at {rec[goal.key]:.3f}"
+            f"within {goal.cost_text}, at {goal.figure(rec)}"
         )
     else:
         reason = (
             f"no student reached the target {goal.what} {goal.target:.3f} "
-            f"(best: {name} at {rec[goal.key]:.3f}); chose {name} anyway"
+            f"(best: {name} at {goal.figure(rec)}); chose {name} anyway"
         )
         if goal.max_cost_ratio is not None and goal.teacher_cost_per_1m:
             reason += f", though none meets {goal.cost_text} either"
@@ -537,7 +595,7 @@ def _select(ladder: list[dict[str, Any]], data: _Data, options: dict[str, Any], 
     by_val = data.validation is not None
     selection = select_member(
         ladder,
-        target=options["target"],
+        target=options["retention_target"] if by_val else options["target"],
         key="val_retention" if by_val else "agreement",
         what="retention vs gold on the validation set" if by_val else "agreement with the teacher",
         max_cost_ratio=options["max_cost_ratio"],
@@ -554,12 +612,120 @@ def _select(ladder: list[dict[str, Any]], data: _Data, options: dict[str, Any], 
 # The artifact.
 
 
-def _remove_stale_members(out: Path, ladder: list[dict[str, Any]]) -> None:
-    """Remove members of an earlier run that this run did not train."""
-    if (out / "ladder").is_dir():
-        for old in (out / "ladder").iterdir():
-            if old.name not in {r["name"] for r in ladder}:
-                shutil.rmtree(old)
+#: What ``train()`` writes into an artifact folder; anything else found there (the fine-tuning
+#: student's ``.checkpoints``, files a user put there) is carried over to the new one.
+ARTIFACT_ENTRIES = frozenset({
+    "config.json", "labels.json", "ladder.json", "README.md", "heldout.parquet", "ladder", "router.json",
+    "ood.npz", "calibration.npz", "train_texts.sha256",
+})
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``out`` that is a file, or a folder of other files (it would be replaced whole)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file, not an artifact folder", hint="choose another output folder")
+    if out.is_dir() and not (out / "config.json").exists():
+        others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in ARTIFACT_ENTRIES)
+        if others:
+            raise ConfigError(
+                f"{out}: holds other files ({', '.join(others[:5])}) and is not an artifact folder",
+                hint="distil train replaces the whole artifact folder: choose a new or empty folder",
+            )
+
+
+def _sweep_stale_stages(out: Path) -> None:
+    """Remove the temporary folders of killed earlier runs into ``out`` (``.<name>.new-<pid>-…``)."""
+    prefix = f".{out.name}.new-"
+    for path in out.parent.iterdir():
+        pid = path.name.removeprefix(prefix).split("-", 1)[0] if path.name.startswith(prefix) else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A fresh temporary sibling of ``out`` to write the new artifact into; swapped in on success.
+
+    Until the swap ``out`` stays the previous artifact, whole; a failure (or a kill) leaves it so.
+    A link named ``out`` keeps pointing where it did: the folder it points to is replaced.
+    """
+    _check_out(out)
+    ensure_folder(out.parent, what="folder for the artifact")
+    out = out.resolve()
+    _sweep_stale_stages(out)
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-{os.getpid()}-", dir=out.parent))
+        os.chmod(stage, out.stat().st_mode & 0o7777 if out.is_dir() else 0o777 & ~_umask())
+    except OSError as exc:
+        raise storage_error(exc, "create the artifact folder") from None
+    try:
+        yield stage
+        _swap_in(stage, out)
+    except OSError as exc:  # a full disk or lost permissions while writing the new artifact
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) or str(stage) in str(exc.filename or ""):
+            exc.filename = str(out)
+            raise storage_error(exc, "write the artifact (the previous one is unchanged)") from None
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file under ``folder`` to disk before it becomes the artifact."""
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the platform or file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Make the complete artifact in ``stage`` the folder ``out``; ``stage`` then holds the old one.
+
+    One atomic exchange where the platform has it; elsewhere two renames, between which only
+    ``.<name>.old-…`` holds the old artifact (:func:`distil.artifact.load_artifact` names it).
+    Files of the old folder that are not part of an artifact (and its checkpoints) move over.
+    """
+    _fsync_tree(stage)
+    if not out.exists():
+        os.rename(stage, out)
+        return
+    if not _exchange(stage, out):
+        old = out.with_name(f".{out.name}.old-{os.getpid()}-{os.urandom(3).hex()}")
+        os.rename(out, old)
+        os.rename(stage, out)
+        os.rename(old, stage)
+    for entry in stage.iterdir():
+        if entry.name not in ARTIFACT_ENTRIES and not (out / entry.name).exists():
+            os.rename(entry, out / entry.name)
 
 
 def _config(run: _Run, data: _Data, selection: Selection, options: dict[str, Any]) -> dict[str, Any]:
@@ -581,6 +747,8 @@ def _config(run: _Run, data: _Data, selection: Selection, options: dict[str, Any
         "heldout_fingerprint": data.heldout.fingerprint(),
         "seed": run.seed,
         "target": options["target"],
+        "retention_target": options["retention_target"],
+        "selection_alpha": SELECTION_ALPHA,
         "max_cost_ratio": options["max_cost_ratio"],
         "teacher_cost_per_1m": options["teacher_cost_per_1m"],
         "core_hour_usd": run.core_hour_usd,
@@ -589,6 +757,7 @@ def _config(run: _Run, data: _Data, selection: Selection, options: dict[str, Any
         "students": list(run.students),
         "n_train": len(data.train),
         "n_heldout": len(data.heldout),
+        "heldout_kind": data.heldout_kind,
         "distil_version": _version(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "warnings": run.warnings,
@@ -596,14 +765,17 @@ def _config(run: _Run, data: _Data, selection: Selection, options: dict[str, Any
 
 
 def _write_artifact(out: Path, data: _Data, ladder: list[dict[str, Any]], config: dict[str, Any]) -> None:
-    """Write the artifact's files besides the members' weights (already under ``ladder/``)."""
-    _remove_stale_members(out, ladder)
-    (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    (out / "labels.json").write_text(json.dumps(data.labeled.labels, indent=2), encoding="utf-8")
-    (out / "ladder.json").write_text(json.dumps(ladder, indent=2), encoding="utf-8")
+    """Write the artifact's files besides the members' weights (already under ``ladder/``).
+
+    ``out`` is the run's temporary folder (:func:`_staged`); ``config.json`` goes last, so a folder
+    without it was never finished.
+    """
+    atomic_write_text(out / "labels.json", json.dumps(data.labeled.labels, indent=2), what="label list")
+    atomic_write_text(out / "ladder.json", json.dumps(ladder, indent=2), what="ladder records")
     write_labeled(data.heldout, out / "heldout.parquet")
     write_train_hashes(out, data.labeled.texts)
-    (out / "README.md").write_text(model_card(config, ladder), encoding="utf-8")
+    atomic_write_text(out / "README.md", model_card(config, ladder), what="model card")
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2), what="artifact config")
 
 
 def _routing_target(target: float, router_target: float | None) -> float:
@@ -619,7 +791,8 @@ def train(
     out: str | Path,
     *,
     students: Sequence[str] = LADDER,
-    target: float = 0.95,
+    target: float = DEFAULT_AGREEMENT_TARGET,
+    retention_target: float = DEFAULT_RETENTION_TARGET,
     seed: int = 0,
     heldout_frac: float = 0.15,
     hard: bool = False,
@@ -643,7 +816,9 @@ def train(
     :data:`DEFAULT_ROUTER_TARGET`), so every artifact serves the same way.
 
     ``target``: minimum held-out agreement with the teacher (argmax match) for a student to be
-    chosen.  ``max_cost_ratio``: the most a chosen student may cost per prediction as a share of
+    chosen, judged by its lower confidence bound with the ladder's multiplicity accounted for
+    (:mod:`distil.bounds`); ``retention_target`` is the same for retention on a ``validation`` set.
+    ``max_cost_ratio``: the most a chosen student may cost per prediction as a share of
     ``teacher_cost_per_1m`` ($ per 1M predictions; students are priced by their CPU time at
     ``core_hour_usd`` per core-hour); not applied when either is None (see :func:`select_member`).
     ``hard``: train on the teacher's argmax only (ablation).  ``resume``: continue the
@@ -662,31 +837,43 @@ def train(
     out = Path(out)
     run = _Run(out, students, seed, hard, resume, params or {}, core_hour_usd, progress or (lambda _m: None), [])
     _check_options(students, heldout_frac)
-    data = _split_data(_check_data(labeled, run.warnings), heldout_frac, seed, validation)
-    out.mkdir(parents=True, exist_ok=True)
-    ladder = _train_ladder(run, data)
-    options = {
-        "target": target, "max_cost_ratio": max_cost_ratio, "teacher_cost_per_1m": teacher_cost_per_1m,
-        "heldout_frac": heldout_frac, "task_fingerprint": task_fingerprint, "task_path": task_path,
-        "input": input_spec,
-    }
-    selection = _select(ladder, data, options, run.warnings)
-    run.say(f"chose {selection.chosen}; writing the artifact to {out}")
-    _write_artifact(out, data, ladder, _config(run, data, selection, options))
-    result = TrainResult(
-        out=out,
-        chosen=selection.chosen,
-        ladder=ladder,
-        warnings=run.warnings,
-        data_fingerprint=data.labeled.fingerprint(),
-        n_train=len(data.train),
-        n_heldout=len(data.heldout),
-        selection_reason=selection.reason,
-    )
-    result.router = attach_router(
-        out, data.labeled, _routing_target(target, router_target), seed=seed, **(routing or {})
-    )
+    sample = random_heldout(labeled)
+    data = _split_data(_check_data(labeled, run.warnings), heldout_frac, seed, validation, sample)
+    routing = dict(routing or {})
+    if data.heldout_kind == "random sample":
+        routing.setdefault("calibration", "heldout")  # certify on the random sample, not on picked inputs
+        run.say(f"held-out: the {len(data.heldout)} texts of the active run's random sample")
+    with _staged(out) as run.stage:  # ``out`` keeps the old artifact until the new one is complete
+        ladder = _train_ladder(run, data)
+        options = {
+            "target": target, "retention_target": retention_target, "max_cost_ratio": max_cost_ratio,
+            "teacher_cost_per_1m": teacher_cost_per_1m,
+            "heldout_frac": heldout_frac, "task_fingerprint": task_fingerprint, "task_path": task_path,
+            "input": input_spec,
+        }
+        selection = _select(ladder, data, options, run.warnings)
+        run.say(f"chose {selection.chosen}; writing the artifact to {out}")
+        _write_artifact(run.stage, data, ladder, _config(run, data, selection, options))
+        result = TrainResult(
+            out=out,
+            chosen=selection.chosen,
+            ladder=ladder,
+            warnings=run.warnings,
+            data_fingerprint=data.labeled.fingerprint(),
+            n_train=len(data.train),
+            n_heldout=len(data.heldout),
+            selection_reason=selection.reason,
+        )
+        result.router = attach_router(
+            run.stage, data.labeled, _routing_target(target, router_target), seed=seed, **routing
+        )
     return result
+
+
+def _heldout_text(config: dict[str, Any]) -> str:
+    if config.get("heldout_kind") == "random sample":
+        return "the active run's random sample of the inputs"
+    return f"stratified by teacher label, seed {config['seed']}"
 
 
 def model_card(config: dict[str, Any], ladder: list[dict[str, Any]]) -> str:
@@ -708,7 +895,7 @@ on {config["created"]}.
 ## Provenance
 - teacher fingerprint: `{config["teacher_fingerprint"] or "unknown"}`
 - training data fingerprint: `{config["data_fingerprint"]}` ({config["n_train"]} training texts,
-  {config["n_heldout"]} held-out, stratified by teacher label, seed {config["seed"]})
+  {config["n_heldout"]} held-out, {_heldout_text(config)})
 - task fingerprint: `{config["task_fingerprint"] or "n/a"}`
 - labels ({len(labels)}): {shown}
 
@@ -809,11 +996,13 @@ def _cpu_cost(task: Task, rows: list[Row], core_hour_usd: float) -> float | None
 def task_settings(task: Task, teacher_fingerprint: str, *, journal: Journal | None = None) -> dict[str, Any]:
     """:func:`train`'s keywords from a task: its ``[targets]``, the teacher's cost, the fingerprint and path.
 
-    ``target`` = ``min_retention``, ``router_target`` = ``routing_agreement``, ``max_cost_ratio``
-    and ``teacher_cost_per_1m`` (:func:`teacher_cost_per_1m` from ``journal``, else the task's own).
+    ``target`` = ``min_agreement``, ``retention_target`` = ``min_retention``, ``router_target`` =
+    ``routing_agreement``, ``max_cost_ratio`` and ``teacher_cost_per_1m`` (:func:`teacher_cost_per_1m`
+    from ``journal``, else the task's own).
     """
     return {
-        "target": task.targets.min_retention,
+        "target": task.targets.min_agreement,
+        "retention_target": task.targets.min_retention,
         "router_target": task.targets.routing_agreement,
         "max_cost_ratio": task.targets.max_cost_ratio,
         "teacher_cost_per_1m": teacher_cost_per_1m(task, teacher_fingerprint, journal=journal),

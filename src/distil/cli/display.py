@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
+from distil.errors import redact_url
+
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
@@ -32,7 +34,7 @@ class LabelDisplay:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("[bold]labeling[/] " + teacher_desc.replace("[", r"\[")),
+            TextColumn("[bold]labeling[/] " + redact_url(teacher_desc).replace("[", r"\[")),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
@@ -63,8 +65,8 @@ class ConsoleReporter:
     """A :class:`distil.pipeline.Reporter` for ``distil run`` / ``distil demo``: lines and bar on stderr."""
 
     def say(self, message: str) -> None:
-        """One result line, printed as it is (no markup)."""
-        console.print(message, markup=False)
+        """One result line, printed as it is (no markup; credentials in URLs hidden)."""
+        console.print(printable(message), markup=False)
 
     def label_progress(self, teacher: str) -> LabelDisplay:
         """A progress bar for labeling with the teacher described by ``teacher``."""
@@ -77,10 +79,10 @@ def print_verdict(metrics: dict[str, Any]) -> None:
 
     if not metrics:
         return
-    out.print(metrics.get("verdict", ""))
+    out.print(printable(str(metrics.get("verdict", ""))))
     line = served_line(metrics)
     if line and not metrics.get("verdict_withheld"):
-        out.print(line)
+        out.print(printable(line))
 
 
 def print_label_summary(stats: LabelStats, journal_path: Path, export: Path | None) -> None:
@@ -94,15 +96,20 @@ def print_label_summary(stats: LabelStats, journal_path: Path, export: Path | No
         console.print(f"labeled set: {export}")
 
 
+def printable(text: str) -> str:
+    """``text`` safe to show: credentials in URLs hidden, a lone surrogate escaped (``\\ud800``)."""
+    return redact_url(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def print_error(exc: BaseException, *, internal: bool) -> None:
     """One line for an error: ``error: …`` for distil's own, ``internal error: …`` for a bug."""
     if internal:
         console.print(
-            f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+            f"[red]internal error:[/] {type(exc).__name__}: {escape(printable(str(exc)))} "
             "(rerun with DISTIL_DEBUG=1 for the traceback)"
         )
     else:
-        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(printable(str(exc)))}", soft_wrap=True)
 
 
 class ProgressHandler(logging.Handler):
@@ -111,7 +118,7 @@ class ProgressHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Print one progress line; a display problem must never stop the work."""
         try:
-            console.print(f"[dim]{escape(record.getMessage())}[/]", soft_wrap=True)
+            console.print(f"[dim]{escape(printable(record.getMessage()))}[/]", soft_wrap=True)
         except Exception:  # a display problem must never stop the work
             self.handleError(record)
 

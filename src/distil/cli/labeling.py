@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 def cmd_label(args: argparse.Namespace) -> int:
     """Ask the teacher about every input, once; export the labeled set."""
     from distil.journal import Journal
+    from distil.label import LabelInterrupted
     from distil.teachers import make_teacher
 
     task = load_task(args.task)
@@ -31,12 +32,18 @@ def cmd_label(args: argparse.Namespace) -> int:
     teacher = make_teacher(task)
     display = LabelDisplay(teacher.describe())
     journal = Journal(task.journal_path)
+    interrupted: LabelStats | None = None
     try:
         result = _label(args, task, texts, teacher=teacher, journal=journal, display=display)
+    except LabelInterrupted as exc:
+        interrupted = exc.stats
     finally:
         display.close()
         journal.close()
         teacher.close()
+    if interrupted is not None:
+        _print_interrupted(interrupted, task.journal_path, rounds=args.strategy != "all")
+        return 130
     if args.dry_run:
         console.print("dry run: nothing was sent")
         return 0
@@ -86,6 +93,19 @@ def _confirmation(args: argparse.Namespace, display: LabelDisplay) -> Callable[[
         return True
 
     return confirm
+
+
+def _print_interrupted(stats: LabelStats, journal_path: Path, *, rounds: bool) -> None:
+    """Ctrl-C: exactly what this run kept, and what it left on the wire."""
+    where = "this round" if rounds else "this run"
+    console.print(
+        f"interrupted: {stats.calls} answers received in {where} are in the journal ({stats.done} done, "
+        f"{stats.invalid} invalid, {stats.failed} failed; requests sent: {stats.requests}, "
+        f"spent ${stats.spent:.4f}); journal: {journal_path}"
+    )
+    if stats.abandoned:
+        console.print(f"requests abandoned on the wire (the server may bill them): {stats.abandoned}")
+    console.print("run the same command again to continue: nothing already answered is asked again")
 
 
 def _print_rounds(strategy: str, result: Any) -> None:

@@ -74,8 +74,27 @@ def verdict(metrics: Mapping[str, Any]) -> str:
     """One sentence: what the chosen student kept of the teacher and at what share of its cost."""
     return (
         f"{_kept_clause(metrics)}{_share_clause(metrics.get('cost_ratio'))}{_speed_clause(metrics.get('speedup'))}"
-        f"{_target_clause(metrics)}{_cost_clause(metrics)}."
+        f"{_target_clause(metrics)}{_cost_clause(metrics)}{_cascade_clause(metrics.get('served'))}."
     )
+
+
+def _cascade_clause(served: Mapping[str, Any] | None) -> str:
+    """"; served as a cascade …, it costs 1/3.2 of the teacher's" — what the team will pay at the stored router.
+
+    The student's share above prices the student alone; the served system also pays the teacher for
+    every input the router sends it (student cost + teacher share × teacher cost, measured on the test
+    texts).  Empty when the served system or a cost is unmeasured.
+    """
+    if not served or served.get("coverage") is None:
+        return ""
+    cost, teacher = served.get("cost_per_1m"), served.get("teacher_cost_per_1m")
+    if cost is None or not teacher or cost <= 0:
+        return ""
+    share = 1.0 - float(served["coverage"])
+    ratio = float(teacher) / float(cost)
+    of = f"{_ratio_text(ratio)} of the teacher's cost" if ratio >= 1 else f"{1 / ratio:.1f}× the teacher's cost"
+    return (f"; served as a cascade at the stored router (the teacher answers {share:.1%} of inputs) "
+            f"it costs {of}")
 
 
 def _kept_clause(metrics: Mapping[str, Any]) -> str:

@@ -4,6 +4,24 @@
 ``resampled_*`` kernels compute one figure per resample in a vectorised pass.  :func:`paired_intervals`
 is the set of intervals ``metrics.json`` reports (``ci``): the teacher and the student are resampled
 together, so retention and both accuracies come from the same resamples.
+
+**Repeated texts.**  When a test file repeats a text, its rows share one answer from each model, so
+they are not independent draws: resampling rows makes intervals too narrow.  With ``groups`` (one id
+per row, e.g. the index of its text) the bootstrap resamples *groups* with replacement (a cluster
+bootstrap) and each drawn group brings all of its rows; without repeats it is the row bootstrap.
+
+**Draws.**  A statistics function receives a (b, n) array describing b resamples: either integer row
+indices (the row bootstrap, each row one resample drawn with replacement) or float row
+multiplicities (the cluster bootstrap: how many times each row is in each resample).  The
+``resampled_*`` kernels accept both.
+
+**ECE.**  The plug-in ECE is biased upward, and its bootstrap replicates more so, so its percentile
+interval misses a calibrated model's true value almost always.  ``ci["ece"]`` is instead the
+percentile interval of the replicates re-centred on the plug-in value, with its lower end lowered by
+the noise floor (:func:`distil.calibrate.ece_noise_floor`): the plug-in's bias lies between 0 (grossly
+miscalibrated) and the noise floor (calibrated), so the interval covers both cases; it is
+conservative (coverage above the level in simulation, see ``benchmarks/bench_stats.py``) and holds
+both the plug-in and the debiased ECE.
 """
 
 from __future__ import annotations
@@ -13,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from distil.calibrate import ece_noise_floor, plugin_ece
 from distil.evaluate.metrics import N_BINS, bin_index
 from distil.evaluate.scoring import Reference
 
@@ -22,10 +41,62 @@ __all__ = [
     "StatFn",
     "bootstrap",
     "paired_intervals",
+    "resample_weights",
     "resampled_accuracy",
     "resampled_ece",
     "resampled_macro_f1",
 ]
+
+_CELLS = 4_000_000  # elements of one chunk of draws (bounds memory)
+
+
+def _group_codes(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int] | None:
+    """Dense codes of ``groups`` and their count, or None when every row is its own group."""
+    if groups is None:
+        return None
+    g = np.asarray(groups).reshape(-1)
+    if g.size != n:
+        raise ValueError(f"groups has {g.size} entries for {n} rows")
+    _, codes = np.unique(g, return_inverse=True)
+    n_groups = int(codes.max()) + 1 if codes.size else 0
+    return (np.asarray(codes, dtype=np.int64).reshape(-1), n_groups) if n_groups < n else None
+
+
+def _draw_chunk(rng: np.random.Generator, b: int, n: int, clusters: tuple[np.ndarray, int] | None) -> np.ndarray:
+    """b resamples: (b, n) row indices, or with clusters (b, n) row multiplicities of b group resamples."""
+    if clusters is None:
+        return rng.integers(0, n, size=(b, n))
+    codes, n_groups = clusters
+    picks = rng.integers(0, n_groups, size=(b, n_groups))
+    off = np.arange(b, dtype=np.int64)[:, None] * n_groups
+    counts = np.bincount((off + picks).ravel(), minlength=b * n_groups).reshape(b, n_groups)
+    return np.asarray(counts[:, codes], dtype=np.float64)
+
+
+def _draws(
+    stats: StatFn, n: int, *, n_resamples: int, seed: int, chunk: int | None, groups: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """Every statistic on every resample: name → (n_resamples,) values."""
+    rng = np.random.default_rng(seed)
+    clusters = _group_codes(groups, n)
+    chunk = chunk or max(1, min(n_resamples, _CELLS // max(n, 1)))
+    parts: dict[str, list[np.ndarray]] = {}
+    done = 0
+    while done < n_resamples:
+        b = min(chunk, n_resamples - done)
+        for name, vals in stats(_draw_chunk(rng, b, n, clusters)).items():
+            parts.setdefault(name, []).append(np.asarray(vals, dtype=np.float64))
+        done += b
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def _percentile_interval(vals: np.ndarray, level: float) -> tuple[float, float] | None:
+    """The (1−level)/2 and (1+level)/2 percentiles of the finite values (None if there are none)."""
+    v = vals[np.isfinite(vals)]
+    if v.size == 0:
+        return None
+    lo, hi = np.percentile(v, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def bootstrap(
@@ -36,68 +107,83 @@ def bootstrap(
     seed: int = 0,
     level: float = 0.95,
     chunk: int | None = None,
+    groups: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Percentile-bootstrap intervals for several statistics computed on the same resamples.
 
-    ``stats(idx)`` receives a (b, n) array of row indices (each row one resample drawn with
-    replacement) and returns name → (b,) array of that statistic per resample.  Resamples
-    are drawn from ``numpy.random.default_rng(seed)`` in chunks (to bound memory) and the
-    interval is the (1−level)/2 and (1+level)/2 percentiles, ignoring nan resamples.
+    ``stats(draws)`` receives b resamples at a time (see the module doc: (b, n) integer row
+    indices, or with repeated ``groups`` (b, n) float row multiplicities of a cluster bootstrap
+    that resamples groups) and returns name → (b,) array of that statistic per resample.  Resamples
+    are drawn from ``numpy.random.default_rng(seed)`` in chunks (to bound memory) and the interval
+    is the (1−level)/2 and (1+level)/2 percentiles, ignoring nan resamples.  ``groups`` with no
+    repeated id is the row bootstrap (the same draws as without it).
     """
     if n <= 0:
         return {}
-    rng = np.random.default_rng(seed)
-    chunk = chunk or max(1, min(n_resamples, 4_000_000 // max(n, 1)))
-    parts: dict[str, list[np.ndarray]] = {}
-    done = 0
-    while done < n_resamples:
-        b = min(chunk, n_resamples - done)
-        idx = rng.integers(0, n, size=(b, n))
-        for name, vals in stats(idx).items():
-            parts.setdefault(name, []).append(np.asarray(vals, dtype=np.float64))
-        done += b
-    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    out: dict[str, tuple[float, float]] = {}
-    for name, chunks in parts.items():
-        vals = np.concatenate(chunks)
-        vals = vals[np.isfinite(vals)]
-        if vals.size == 0:
-            continue
-        lo, hi = np.percentile(vals, [lo_q, hi_q])
-        out[name] = (float(lo), float(hi))
-    return out
+    vals = _draws(stats, n, n_resamples=n_resamples, seed=seed, chunk=chunk, groups=groups)
+    out = {name: _percentile_interval(v, level) for name, v in vals.items()}
+    return {name: iv for name, iv in out.items() if iv is not None}
+
+
+def resample_weights(draws: np.ndarray, n: int) -> np.ndarray:
+    """(b, n) float multiplicities of ``draws``: counted from row indices, or passed through."""
+    d = np.asarray(draws)
+    if not np.issubdtype(d.dtype, np.integer):
+        return np.asarray(d, dtype=np.float64)
+    b = d.shape[0]
+    off = np.arange(b, dtype=np.int64)[:, None] * n
+    return np.bincount((off + d).ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+def _weighted_counts(labels: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
+    """(b, k) weighted count of each label per resample."""
+    b = w.shape[0]
+    key = (np.arange(b, dtype=np.int64)[:, None] * k + np.asarray(labels, dtype=np.int64)[None, :]).ravel()
+    return np.bincount(key, weights=w.ravel(), minlength=b * k).reshape(b, k)
 
 
 def resampled_accuracy(correct: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Accuracy of each resample: mean of ``correct`` over each row of ``idx``."""
-    return np.asarray(np.asarray(correct, dtype=np.float64)[idx].mean(axis=1))
+    """Accuracy of each resample: the (weighted) mean of ``correct`` over each resample."""
+    ok = np.asarray(correct, dtype=np.float64)
+    w = resample_weights(idx, ok.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray((w @ ok) / w.sum(axis=1))
 
 
 def resampled_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int, idx: np.ndarray) -> np.ndarray:
     """Macro-F1 of each resample (classes present in either array of that resample), vectorised."""
-    b = idx.shape[0]
-    t = np.asarray(y_true, dtype=np.int64)[idx]
-    p = np.asarray(y_pred, dtype=np.int64)[idx]
-    off = np.arange(b, dtype=np.int64)[:, None] * k
-    tp = np.bincount((off + t)[t == p], minlength=b * k).reshape(b, k)
-    support = np.bincount((off + t).ravel(), minlength=b * k).reshape(b, k)
-    predicted = np.bincount((off + p).ravel(), minlength=b * k).reshape(b, k)
-    denom = support + predicted
+    t = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(y_pred, dtype=np.int64)
+    w = resample_weights(idx, t.size)
+    tp = _weighted_counts(t, w * (t == p)[None, :], k)
+    denom = _weighted_counts(t, w, k) + _weighted_counts(p, w, k)
     with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 0.0)
+        f1 = np.where(denom > 0, 2.0 * tp / np.where(denom > 0, denom, 1.0), 0.0)
         return np.asarray(f1.sum(axis=1) / (denom > 0).sum(axis=1))
 
 
 def resampled_ece(conf: np.ndarray, correct: np.ndarray, idx: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
-    """ECE of each resample, vectorised with one bincount per chunk."""
-    b, n = idx.shape
-    bins = bin_index(conf, n_bins)[idx]
-    key = (np.arange(b, dtype=np.int64)[:, None] * n_bins + bins).ravel()
-    c = np.asarray(conf, dtype=np.float64)[idx].ravel()
-    ok = np.asarray(correct, dtype=np.float64)[idx].ravel()
-    m = b * n_bins
-    gap = np.bincount(key, weights=ok, minlength=m) - np.bincount(key, weights=c, minlength=m)
-    return np.asarray(np.abs(gap.reshape(b, n_bins)).sum(axis=1) / n)
+    """Plug-in ECE of each resample, vectorised with one bincount per chunk."""
+    c = np.asarray(conf, dtype=np.float64)
+    gap = np.asarray(correct, dtype=np.float64) - c
+    w = resample_weights(idx, c.size)
+    per_bin = _weighted_counts(bin_index(c, n_bins), w * gap[None, :], n_bins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(np.abs(per_bin).sum(axis=1) / w.sum(axis=1))
+
+
+def _ece_interval(
+    replicates: np.ndarray, conf: np.ndarray, correct: np.ndarray, groups: np.ndarray | None, level: float
+) -> tuple[float, float] | None:
+    """The bias-aware ECE interval (module doc): re-centred percentiles, lower end minus the noise floor."""
+    point = plugin_ece(conf, correct)
+    ok = replicates[np.isfinite(replicates)]
+    if ok.size == 0:
+        return None
+    iv = _percentile_interval(ok - (ok.mean() - point), level)
+    if iv is None:
+        return None
+    return iv[0] - ece_noise_floor(conf, groups=groups), iv[1]
 
 
 @dataclass(frozen=True)
@@ -119,6 +205,7 @@ class _Paired:
 
     def against_gold(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         """Both accuracies, their ratio (retention) and both macro-F1s, on the same resamples."""
+        idx = resample_weights(idx, self.agree.size)  # once for every kernel
         sa, ta = resampled_accuracy(self.s_ok, idx), resampled_accuracy(self.t_ok, idx)
         with np.errstate(divide="ignore", invalid="ignore"):
             ret = sa / ta
@@ -133,6 +220,7 @@ class _Paired:
 
     def against_teacher(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         """Without gold, retention is agreement and macro-F1 is the student's against the teacher."""
+        idx = resample_weights(idx, self.agree.size)  # once for every kernel
         out = self.common(idx)
         out["retention"] = out["agreement"]
         out["student.macro_f1_vs_teacher"] = resampled_macro_f1(self.truth, self.s_pred, self.k, idx)
@@ -148,11 +236,14 @@ def paired_intervals(
     *,
     n_resamples: int,
     seed: int,
+    groups: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
     """metrics.json's ``ci``: 95% intervals of the headline figures, student and teacher resampled together.
 
     The figures are resampled over the rows ``ref`` scores (the rows with a gold label, or every row);
     when that leaves rows out, agreement (which needs no gold) gets its own interval over every row.
+    ``groups`` (one id per row: the index of its text) makes repeated texts move together (a cluster
+    bootstrap over texts); ``ci["ece"]`` is the bias-aware interval of the module doc.
     """
     rows, truth = ref.rows, ref.labels
     agree = (s_pred == t_pred).astype(np.float64)
@@ -160,9 +251,16 @@ def paired_intervals(
     paired = _Paired(agree=agree[rows], s_ok=(sp == truth).astype(np.float64), t_ok=(tp == truth).astype(np.float64),
                      s_pred=sp, t_pred=tp, truth=truth, s_conf=s_conf[rows], k=k)
     stats = paired.against_gold if ref.is_gold else paired.against_teacher
-    ci = bootstrap(stats, int(rows.size), n_resamples=n_resamples, seed=seed)
+    g_rows = None if groups is None else np.asarray(groups).reshape(-1)[rows]
+    if rows.size == 0:
+        return {}
+    vals = _draws(stats, int(rows.size), n_resamples=n_resamples, seed=seed, chunk=None, groups=g_rows)
+    ci = {name: iv for name, v in vals.items() if (iv := _percentile_interval(v, 0.95)) is not None}
+    if (ece_iv := _ece_interval(vals["ece"], paired.s_conf, paired.s_ok, g_rows, 0.95)) is not None:
+        ci["ece"] = ece_iv
     if rows.size < agree.size:
         ci["agreement"] = bootstrap(
-            lambda idx: {"a": resampled_accuracy(agree, idx)}, int(agree.size), n_resamples=n_resamples, seed=seed
+            lambda idx: {"a": resampled_accuracy(agree, idx)}, int(agree.size), n_resamples=n_resamples, seed=seed,
+            groups=groups,
         )["a"]
     return ci

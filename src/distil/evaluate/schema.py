@@ -366,9 +366,12 @@ def clean(obj: Any) -> Any:
 
 
 def write_metrics(metrics: Mapping[str, Any], path: str | Path) -> Path:
-    """Write metrics as stable, indented JSON (sorted top-level order as built; nan → null)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(clean(dict(metrics)), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
-                 encoding="utf-8")
-    return p
+    """Write metrics as stable, indented JSON (sorted top-level order as built; nan → null).
+
+    Atomic (a temporary sibling renamed over ``path``); credentials inside URLs are redacted.
+    """
+    from distil.data import atomic_write_text
+    from distil.errors import redact_url
+
+    text = json.dumps(clean(dict(metrics)), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return atomic_write_text(path, redact_url(text), what="metrics")

@@ -167,6 +167,10 @@ def readiness(st: ServerState, ok: bool) -> dict[str, Any]:
         reasons.append("no teacher: the student answers everything, marked degraded where it should not")
     elif teacher == "open":
         reasons.append("the teacher failed repeatedly (circuit open): its inputs get the student's answer, degraded")
+    if st.gateway.last_error is not None:
+        reasons.append(
+            f"the teacher's last call failed ({st.gateway.last_error}); it is tried again after the cool-down"
+        )
     if st.router.ood is None:
         reasons.append("no OOD guard: unfamiliar inputs are not sent to the teacher")
     return {

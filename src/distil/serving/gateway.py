@@ -48,6 +48,8 @@ class TeacherGateway:
     concurrency: int = 4
     _pool: ThreadPoolExecutor = field(init=False)
     _fingerprint: str | None = field(default=None, init=False)
+    #: Why the teacher's last call failed (its error message); None once a call succeeds.
+    last_error: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="distil-teacher")
@@ -115,21 +117,23 @@ class TeacherGateway:
             call = asyncio.get_running_loop().run_in_executor(self._pool, self._call, texts)
             answers = await asyncio.wait_for(call, self.timeout_s)
         except TimeoutError:
-            self._failed("timeout")
+            self._failed("timeout", f"no answer within {self.timeout_s:g}s")
             log.warning("teacher timed out after %.1fs on %d texts", self.timeout_s, len(texts))
             return TeacherReply(none, "teacher timed out")
         except Exception as exc:  # the teacher is user code or a remote API: any failure degrades
-            self._failed("error")
+            self._failed("error", f"{type(exc).__name__}: {exc}")
             log.warning("teacher failed on %d texts: %s: %s", len(texts), type(exc).__name__, exc)
             return TeacherReply(none, f"teacher failed: {type(exc).__name__}")
         if texts and all(a is None for a in answers):
-            self._failed("error")
+            self._failed("error", "no usable answer (every one failed or was invalid)")
             return TeacherReply(answers, "teacher gave no usable answer")
         self.breaker.success()
+        self.last_error = None
         self.metrics.inc("distil_teacher_calls_total", outcome="ok")
         return TeacherReply(answers, None)
 
-    def _failed(self, outcome: str) -> None:
+    def _failed(self, outcome: str, why: str) -> None:
+        self.last_error = why
         self.breaker.failure()
         self.metrics.inc("distil_teacher_calls_total", outcome=outcome)
         self.metrics.inc("distil_errors_total", kind="teacher")

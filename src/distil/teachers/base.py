@@ -4,12 +4,18 @@ A teacher turns a batch of texts into one :class:`Answer` per text.  Caching
 (the journal), batching, budgets and progress live in :func:`distil.label`;
 the HTTP retry loop lives in :func:`retry_call` so that every network teacher
 shares one.
+
+:func:`distil.label` drives a teacher through :meth:`Teacher.answer_each`, which hands each
+answer over the moment it exists (so it is journaled at once) and spends within a
+:class:`~distil.cost.Budget`.  The default sends the texts the budget allows as one
+:meth:`Teacher.predict_batch`; a network teacher overrides it to count every request it sends.
 """
 
 from __future__ import annotations
 
 import email.utils
 import hashlib
+import math
 import random
 import time
 from abc import ABC, abstractmethod
@@ -17,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from distil.cost import Budget
+from distil.errors import TeacherError
 from distil.progress import note
 from distil.task import canonical_json
 
@@ -55,6 +63,21 @@ class Answer:
         return max(range(len(self.probs)), key=self.probs.__getitem__)
 
 
+#: ``on_answer(i, answer)``: the answer to ``texts[i]``, the moment it exists.
+OnAnswer = Callable[[int, "Answer"], None]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while a teacher was answering: every answer that arrived was handed over first.
+
+    ``abandoned`` requests were still on the wire and not waited for (the server may bill them).
+    """
+
+    def __init__(self, abandoned: int = 0) -> None:
+        super().__init__(f"interrupted with {abandoned} requests in flight")
+        self.abandoned = abandoned
+
+
 class Teacher(ABC):
     """Base class of all teachers.  Subclasses implement :meth:`predict_batch` only."""
 
@@ -80,6 +103,47 @@ class Teacher(ABC):
     def estimate_cost(self, texts: Sequence[str]) -> float:
         """Dollars the teacher would charge for these texts (0 for local teachers)."""
         return 0.0
+
+    def prices_known(self) -> bool:
+        """Whether :meth:`estimate_cost` and the answers' ``cost`` are real prices (a ``max_cost`` needs them).
+
+        False here: a teacher that does not know what its calls cost cannot keep to a dollar budget.
+        """
+        return False
+
+    def prepare(self, budget: Budget) -> None:  # noqa: B027 - optional hook
+        """Get ready to answer (a network teacher probes its server), spending within ``budget``."""
+
+    def take_probe_spend(self) -> dict[str, Any] | None:
+        """What preparing cost since the last call (``calls``, ``attempts``, tokens, ``cost``); None if nothing.
+
+        :func:`distil.label` journals it, so the probe's requests are counted like any other.
+        """
+        return None
+
+    def answer_each(self, texts: Sequence[str], on_answer: OnAnswer, budget: Budget) -> None:
+        """Answer ``texts``, calling ``on_answer(i, answer)`` for each, within ``budget``.
+
+        Texts the budget has no room for get no answer (``budget.stopped`` says why).  This
+        default reserves one request per text at :meth:`estimate_cost`, sends the allowed ones as
+        one :meth:`predict_batch` and hands the answers over in order.
+        """
+        allowed: list[tuple[str, float]] = []
+        for text in texts:
+            est = self.estimate_cost([text])
+            if not budget.reserve(est):
+                break
+            allowed.append((text, est))
+        if not allowed:
+            return
+        answers = self.predict_batch([t for t, _ in allowed])
+        if len(answers) != len(allowed):
+            for _, est in allowed:
+                budget.settle(est, est)
+            raise TeacherError(f"teacher {self.describe()} returned {len(answers)} answers for {len(allowed)} texts")
+        for i, (answer, (_, est)) in enumerate(zip(answers, allowed, strict=True)):
+            budget.settle(est, answer.cost)
+            on_answer(i, answer)
 
     def describe(self) -> str:
         """One line for progress displays and reports."""
@@ -117,7 +181,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before attempt number ``attempt + 1``."""
-        if retry_after is not None:
+        if retry_after is not None and math.isfinite(retry_after):
             return min(max(retry_after, 0.0), self.max_delay * 4)
         cap = min(self.max_delay, self.base_delay * (2**attempt))
         return self.rng.uniform(cap / 2, cap)
@@ -143,14 +207,16 @@ def retry_call(fn: Callable[[], T], policy: RetryPolicy) -> tuple[T, int]:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent or bad."""
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent or bad (``nan``, ``inf``)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

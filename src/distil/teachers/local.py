@@ -407,6 +407,10 @@ class LocalTeacher(Teacher):
         name = Path(self.spec.model).name
         return f"local:{name}+head" if self.head is not None else f"local:{name} zero-shot"
 
+    def prices_known(self) -> bool:
+        """True: a local encoder is not billed per call (its CPU time is priced in reports, not in budgets)."""
+        return True
+
     def _check_encoder(self) -> None:
         if self._checked_encoder or self.head is None:
             return

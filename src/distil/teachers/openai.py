@@ -49,7 +49,11 @@ mode the server cannot serve (``probs = "logprobs"`` without logprobs,
 * ``"samples"`` — ``samples`` answers at ``sample_temperature``, asked with ``n=k``; a
   server that returns fewer choices (llama.cpp ignores ``n``) is asked again for the rest.
   The probabilities are the frequencies of the valid answers; invalid samples are counted
-  in ``extra["invalid_samples"]``; when none is valid the answer is ``invalid``.
+  in ``extra["invalid_samples"]``; when none is valid the answer is ``invalid``.  A tie at the
+  top (two labels with the most votes) is not left to label order: one more sample is asked at a
+  time, up to ``samples`` more, until the tie breaks (``extra["tie_break_samples"]``); one that
+  persists stays an even split between the tied labels (``extra["tied"]``).  Every sample counts
+  against the budget like any request.
 * ``"onehot"`` — one answer at ``temperature``, probability 1 on it.
 
 **Answers outside the label set** are ``invalid`` with the raw text, never mapped to a
@@ -60,10 +64,26 @@ normalisation are matched only exactly.  The answer may be the JSON object
 (``{"label": ...}``), a JSON string, or the bare label.
 
 **Errors.**  Connection errors, timeouts and HTTP 408/409/429/5xx are retried with backoff
-and jitter, honouring ``Retry-After`` (and OpenAI's ``retry-after-ms``).  401/403 (bad key)
-and 404 (no such model or endpoint) raise :class:`TeacherError` at once, as does a probe
-whose retries are spent (the endpoint is unreachable).  Any other 4xx makes that one answer
-``failed`` with the server's message, without retries; so do spent retries.
+and jitter, honouring ``Retry-After`` (and OpenAI's ``retry-after-ms``; a value that is not a
+finite number is ignored).  401/403 (bad key) and 404 (no such model or endpoint) raise
+:class:`TeacherError` for that call (a later call tries again), as does a probe whose retries are
+spent (the endpoint is unreachable).  Any other 4xx makes that one answer ``failed`` with the
+server's message, without retries; so do spent retries.  A 2xx reply that is not the shape
+checked by :func:`distil.teachers.reply.parse_reply` (not JSON, or a field of the wrong JSON type)
+is paid for: that answer is ``invalid`` with the raw body, never retried, and the run goes on.
+
+**Spending.**  Every request — the probe's, retries, the extra requests of ``samples`` — first
+reserves its estimate in the run's :class:`~distil.cost.Budget` (prompt tokens estimated at
+:data:`BYTES_PER_TOKEN` UTF-8 bytes per token plus ``max_tokens`` per choice, at the task's
+price or the built-in one for the model); once the budget refuses, nothing more is sent.  A
+request then costs what its ``usage`` says, or the estimate when it reports none; a timeout or
+a connection dropped after sending costs the estimate too (the server may have answered and
+billed it), a refused connection or an HTTP error nothing.
+
+**Timeouts.**  A reply that arrives after the client gave up (``timeout_s``) is lost, and the
+request is usually billed; the retry after a timeout waits twice as long (up to 4x
+``timeout_s``), so a slow server is paid twice at most once per input.  Set ``timeout_s`` above
+the server's slowest answers to avoid paying twice at all.
 """
 
 from __future__ import annotations
@@ -76,18 +96,20 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from urllib.parse import urlparse
 
 import httpx
 
+from distil.cost import DEFAULT_PRICES, Budget, Price, lookup_price
 from distil.errors import TeacherError
 from distil.teachers.base import (
     RETRYABLE_STATUS,
     Answer,
+    Interrupted,
     Method,
+    OnAnswer,
     RetryableError,
     RetryPolicy,
     Teacher,
@@ -96,14 +118,17 @@ from distil.teachers.base import (
     retry_call,
 )
 from distil.teachers.ratelimit import TokenBucket
+from distil.teachers.reply import Choice, MalformedReply, Reply, parse_reply
+from distil.teachers.stream import stream_answers
 
 if TYPE_CHECKING:
     from distil.task import OpenAITeacherSpec, Task
 
 #: The text of the capability probe (short, so the probe costs a few dozen tokens).
 PROBE_TEXT = "Hello, I have a question."
-#: Characters per token for estimates made before sending (the usual rule of thumb).
-CHARS_PER_TOKEN = 4.0
+#: UTF-8 bytes per token for estimates made before sending: on the safe side (English runs ~4,
+#: text in other scripts fewer), because a budget without ``usage`` is kept with this estimate.
+BYTES_PER_TOKEN = 3.0
 #: Tokens a chat request adds around its messages (role markers, template).
 MESSAGE_OVERHEAD_TOKENS = 12
 
@@ -137,39 +162,108 @@ class Capabilities:
 
 @dataclass
 class _Outcome:
-    """The result of one logical request (all its HTTP attempts)."""
+    """The result of one logical request (all its HTTP attempts) and what it cost."""
 
-    body: dict[str, Any] | None
+    reply: Reply | None
     attempts: int
     error: str | None = None
     status: int | None = None
+    cost: float = 0.0
+    raw: str | None = None  # the body of a malformed 2xx reply (paid for, kept as the answer's raw)
+    stopped: bool = False  # the budget refused a request
 
     @property
     def ok(self) -> bool:
-        return self.body is not None
+        return self.reply is not None
+
+    @property
+    def malformed(self) -> bool:
+        return self.raw is not None
+
+    @property
+    def estimated(self) -> bool:
+        """The cost is the estimate: the reply reported no ``usage``."""
+        return self.reply is None or self.reply.usage is None
 
     def usage(self) -> tuple[int, int]:
-        usage = (self.body or {}).get("usage") or {}
-        return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+        return self.reply.tokens() if self.reply is not None else (0, 0)
+
+    def content(self) -> str:
+        return self.reply.content() if self.reply is not None else ""
+
+
+@dataclass
+class _Tally:
+    """What the requests behind one answer added up to."""
+
+    attempts: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    estimated: bool = False
+
+    def add(self, out: _Outcome) -> None:
+        t_in, t_out = out.usage()
+        self.attempts += out.attempts
+        self.tokens_in += t_in
+        self.tokens_out += t_out
+        self.cost += out.cost
+        self.estimated = self.estimated or (out.attempts > 0 and out.estimated)
+
+    def common(self) -> dict[str, Any]:
+        """The :class:`Answer` fields every answer carries."""
+        return {"attempts": self.attempts, "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
+                "cost": self.cost}
+
+
+@dataclass
+class _Attempts:
+    """The HTTP attempts of one logical request."""
+
+    probe_5xx: list[int] | None
+    attempts: int = 0
+    timeouts: int = 0
+    cost: float = 0.0
+
+    def timeout(self, base: float) -> float:
+        """This attempt's client timeout: doubled after each timeout, up to 4x."""
+        return float(base * 2 ** min(self.timeouts, 2))
+
+
+@dataclass
+class _Call:
+    """One :meth:`OpenAITeacher.answer_each` call: its budget, and the flag that stops its requests."""
+
+    budget: Budget
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 class _HTTPFailure(Exception):
-    """A response that will not get better by retrying (4xx other than 408/409/429, bad body)."""
+    """A response that will not get better by retrying (4xx other than 408/409/429)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
+class _MaybeBilled(RetryableError):
+    """A retryable failure after the request was sent (a timeout, a dropped connection): it may be billed."""
+
+    def __init__(self, message: str, *, timed_out: bool) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
 class _Stopped(Exception):
-    """Another thread hit a fatal error; stop sending."""
+    """This call stopped early (another request's fatal error, Ctrl-C); send nothing more."""
 
 
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
+class _BudgetStop(Exception):
+    """The budget refused the next request."""
+
+
+def _no_spend() -> dict[str, float]:
+    return {"calls": 0, "attempts": 0, "tokens_in": 0, "tokens_out": 0, "cost": 0.0}
 
 
 def _norm(text: str) -> str:
@@ -227,6 +321,10 @@ class OpenAITeacher(Teacher):
         self.url = spec.base_url.rstrip("/") + "/chat/completions"
         self.system_prompt = build_system_prompt(task)
         self.schema = label_schema(self.labels)
+        #: $ per 1M tokens: the task's prices when set, else the built-in table's for the model; None: unknown.
+        self.price: Price | None = lookup_price(
+            spec.model, DEFAULT_PRICES, price_in_per_1m=spec.price_in_per_1m, price_out_per_1m=spec.price_out_per_1m
+        )
         self.retry = retry if retry is not None else RetryPolicy(max_retries=spec.max_retries)
         sleep = sleep or self.retry.sleep
         self._rpm = (
@@ -257,8 +355,8 @@ class OpenAITeacher(Teacher):
         self._normed = {k: v[0] for k, v in normed.items() if len(v) == 1}
         self.capabilities: Capabilities | None = None
         self._probe_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._fatal: TeacherError | None = None
+        self._probe_spend = _no_spend()
+        self._spend_lock = threading.Lock()
 
     # -- identity ------------------------------------------------------------------
     def prompt_sha(self) -> str:
@@ -289,8 +387,8 @@ class OpenAITeacher(Teacher):
 
     # -- cost ----------------------------------------------------------------------
     def _estimate_tokens_in(self, text: str) -> int:
-        chars = len(self.system_prompt) + len(text)
-        return math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS
+        size = len(self.system_prompt.encode("utf-8")) + len(text.encode("utf-8", "surrogatepass"))
+        return math.ceil(size / BYTES_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS
 
     def _planned_mode(self) -> Mode:
         if self.capabilities is not None:
@@ -299,20 +397,22 @@ class OpenAITeacher(Teacher):
         return "logprobs" if self.spec.probs == "auto" else self.spec.probs
 
     def estimate_cost(self, texts: Sequence[str]) -> float:
-        """Dollars for these texts before sending: ~4 chars/token of prompt + max output tokens.
+        """Dollars for these texts before sending: the prompt (:data:`BYTES_PER_TOKEN`) + max output tokens.
 
-        Sampling multiplies the whole request by ``samples``.  Before the capability probe,
-        ``probs = "auto"`` is estimated as one request per text (logprobs).
+        Sampling multiplies the whole request by ``samples`` (a server that ignores ``n`` is asked
+        once per sample).  Before the capability probe, ``probs = "auto"`` is estimated as one
+        request per text (logprobs).  0 when no price is known.
         """
-        s = self.spec
-        times = s.samples if self._planned_mode() == "samples" else 1
-        total = 0.0
-        for text in texts:
-            total += self._cost(self._estimate_tokens_in(text), s.max_tokens) * times
-        return total
+        times = self.spec.samples if self._planned_mode() == "samples" else 1
+        return sum(self._cost(self._estimate_tokens_in(t), self.spec.max_tokens) * times for t in texts)
+
+    def prices_known(self) -> bool:
+        """Whether the task or the built-in table gives this model a price."""
+        return self.price is not None
 
     def _cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.spec.price_in_per_1m + tokens_out * self.spec.price_out_per_1m) / 1e6
+        p = self.price
+        return 0.0 if p is None else (tokens_in * p.in_per_1m + tokens_out * p.out_per_1m) / 1e6
 
     # -- HTTP ----------------------------------------------------------------------
     def _payload(
@@ -348,23 +448,27 @@ class OpenAITeacher(Teacher):
             payload["response_format"] = {"type": "json_object", "schema": self.schema}
         return payload
 
-    def _post_once(self, payload: dict[str, Any], probe_5xx: list[int] | None) -> dict[str, Any]:
-        """One HTTP attempt: the body, or RetryableError / _HTTPFailure / TeacherError."""
-        resp = self._http_post(payload)
+    def _post_once(self, payload: dict[str, Any], st: _Attempts) -> Reply:
+        """One HTTP attempt: the checked reply, or RetryableError / _HTTPFailure / MalformedReply / TeacherError."""
+        resp = self._http_post(payload, st.timeout(self.spec.timeout_s))
         if 200 <= resp.status_code < 300:
-            return _choices_body(resp)
-        self._raise_for_status(resp, probe_5xx)
+            return parse_reply(resp.text)
+        self._raise_for_status(resp, st.probe_5xx)
 
-    def _http_post(self, payload: dict[str, Any]) -> httpx.Response:
+    def _http_post(self, payload: dict[str, Any], timeout: float) -> httpx.Response:
         """POST ``payload``; a timeout or a connection failure is a RetryableError."""
+        body = json.dumps(payload).encode("ascii")  # ASCII-escaped: any text can be sent
         try:
-            return self._client.post(self.url, json=payload)
+            return self._client.post(self.url, content=body, timeout=timeout)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise RetryableError(f"cannot connect to {self.url}: {type(exc).__name__}: {exc}") from None
         except httpx.TimeoutException as exc:
-            raise RetryableError(
-                f"{self.url} did not answer within {self.spec.timeout_s:g}s ({type(exc).__name__})"
+            raise _MaybeBilled(
+                f"{self.url} did not answer within {timeout:g}s ({type(exc).__name__})", timed_out=True
             ) from None
         except httpx.TransportError as exc:
-            raise RetryableError(f"cannot connect to {self.url}: {type(exc).__name__}: {exc}") from None
+            raise _MaybeBilled(f"the connection to {self.url} failed: {type(exc).__name__}: {exc}",
+                               timed_out=False) from None
 
     def _raise_for_status(self, resp: httpx.Response, probe_5xx: list[int] | None) -> NoReturn:
         """The error for a non-2xx answer: TeacherError (key, model), RetryableError or _HTTPFailure."""
@@ -390,46 +494,75 @@ class OpenAITeacher(Teacher):
             raise RetryableError(f"HTTP {status}: {message}", retry_after=_retry_after(resp))
         raise _HTTPFailure(status, f"HTTP {status}: {message}")
 
-    def _send(self, payload: dict[str, Any], est_tokens: int, *, probe: bool = False) -> _Outcome:
-        """One logical request through the rate limits and the retry loop."""
-        attempts = 0
-        probe_5xx = [0] if probe else None
+    def _send(self, payload: dict[str, Any], text: str, call: _Call, *, n: int = 1, probe: bool = False) -> _Outcome:
+        """One logical request through the rate limits, the budget and the retry loop."""
+        est_in, est_out = self._estimate_tokens_in(text), self.spec.max_tokens * n
+        hold = self._cost(est_in, est_out)
+        st = _Attempts([0] if probe else None)
 
-        def attempt() -> dict[str, Any]:
-            nonlocal attempts
-            if self._stop.is_set():
+        def attempt() -> Reply:
+            if call.stop.is_set():
                 raise _Stopped
-            if self._rpm is not None:
-                self._rpm.acquire(1)
-            if self._tpm is not None:
-                self._tpm.acquire(est_tokens)
-            attempts += 1
-            return self._post_once(payload, probe_5xx)
+            self._throttle(est_in + est_out)
+            if not call.budget.reserve(hold):
+                raise _BudgetStop
+            st.attempts += 1
+            return self._paid_attempt(payload, st, hold, call.budget)
 
         try:
-            body, _ = retry_call(attempt, self.retry)
+            reply, _ = retry_call(attempt, self.retry)
         except RetryableError as exc:
-            return _Outcome(None, attempts, f"gave up after {attempts} attempts: {exc}")
+            return _Outcome(None, st.attempts, f"gave up after {st.attempts} attempts: {exc}", cost=st.cost)
         except _HTTPFailure as exc:
-            return _Outcome(None, attempts, str(exc), exc.status)
-        out = _Outcome(body, attempts)
-        if self._tpm is not None:
-            t_in, t_out = out.usage()
-            if t_in or t_out:
-                self._tpm.adjust(t_in + t_out - est_tokens)
-        return out
+            return _Outcome(None, st.attempts, str(exc), exc.status, cost=st.cost)
+        except MalformedReply as exc:
+            return _Outcome(None, st.attempts, f"malformed reply: {exc.reason}", cost=st.cost, raw=exc.raw)
+        except _BudgetStop:
+            return _Outcome(None, st.attempts, "stopped at the budget", cost=st.cost, stopped=True)
+        if self._tpm is not None and reply.usage is not None:
+            self._tpm.adjust(sum(reply.usage) - est_in - est_out)
+        return _Outcome(reply, st.attempts, cost=st.cost)
 
-    def _est(self, text: str, n: int = 1) -> int:
-        return self._estimate_tokens_in(text) + self.spec.max_tokens * n
+    def _throttle(self, tokens: int) -> None:
+        if self._rpm is not None:
+            self._rpm.acquire(1)
+        if self._tpm is not None:
+            self._tpm.acquire(tokens)
+
+    def _paid_attempt(self, payload: dict[str, Any], st: _Attempts, hold: float, budget: Budget) -> Reply:
+        """One attempt, settled in the budget: its ``usage``, else the estimate when it may be billed, else 0."""
+        cost = 0.0
+        try:
+            reply = self._post_once(payload, st)
+            cost = hold if reply.usage is None else self._cost(*reply.usage)
+            return reply
+        except MalformedReply:
+            cost = hold
+            raise
+        except _MaybeBilled as exc:
+            cost = hold
+            st.timeouts += int(exc.timed_out)
+            raise
+        except KeyboardInterrupt:  # Ctrl-C on a request in this (the main) thread: it is on the wire
+            cost = hold
+            raise Interrupted(1) from None
+        finally:
+            budget.settle(hold, cost)
+            st.cost += cost
 
     # -- capability probe ----------------------------------------------------------
-    def _probe(self) -> Capabilities:
+    def _probe(self, call: _Call) -> Capabilities:
         s = self.spec
         notes: list[str] = []
-        spent = {"calls": 0, "attempts": 0, "tokens_in": 0, "tokens_out": 0}
-        send = self._probe_sender(spent)
-        rf = self._probe_response_format(send, notes)
-        out, has_lp = self._probe_logprobs(send, rf, notes)
+        spent = _no_spend()
+        send = self._probe_sender(spent, call)
+        try:
+            rf = self._probe_response_format(send, notes)
+            out, has_lp = self._probe_logprobs(send, rf, notes)
+        finally:
+            with self._spend_lock:
+                for k, v in spent.items():
+                    self._probe_spend[k] += v
         if not out.ok:
             raise TeacherError(
                 f"{self.url} refused a plain chat completion for model {s.model!r}: {out.error}",
@@ -437,26 +570,31 @@ class OpenAITeacher(Teacher):
             )
         mode: Mode = ("logprobs" if has_lp else "samples") if s.probs == "auto" else s.probs
         return Capabilities(
-            response_format=rf,
-            logprobs=has_lp,
-            mode=mode,
-            notes=notes,
-            cost=self._cost(spent["tokens_in"], spent["tokens_out"]),
-            **spent,
+            response_format=rf, logprobs=has_lp, mode=mode, notes=notes, calls=int(spent["calls"]),
+            attempts=int(spent["attempts"]), tokens_in=int(spent["tokens_in"]), tokens_out=int(spent["tokens_out"]),
+            cost=spent["cost"],
         )
 
-    def _probe_sender(self, spent: dict[str, int]) -> Callable[..., _Outcome]:
+    def _probe_sender(self, spent: dict[str, float], call: _Call) -> Callable[..., _Outcome]:
         """``send(payload, feature=True)`` for the probe: counts into ``spent``; no answer at all is an error."""
 
         def send(payload: dict[str, Any], *, feature: bool = True) -> _Outcome:
             # A feature request takes a persistent 5xx as a refusal; a plain one retries as usual.
-            out = self._send(payload, self._est(PROBE_TEXT), probe=feature)
-            spent["calls"] += 1
-            spent["attempts"] += out.attempts
+            before = (call.budget.requests, call.budget.spent)
+            try:
+                out = self._send(payload, PROBE_TEXT, call, probe=feature)
+            except Interrupted:  # Ctrl-C with the probe on the wire: it counts all the same
+                spent["calls"] += 1
+                spent["attempts"] += call.budget.requests - before[0]
+                spent["cost"] += call.budget.spent - before[1]
+                raise
             t_in, t_out = out.usage()
-            spent["tokens_in"] += t_in
-            spent["tokens_out"] += t_out
-            if not out.ok and out.status is None:  # retries spent: nothing answers there
+            for k, v in (("calls", 1), ("attempts", out.attempts), ("tokens_in", t_in), ("tokens_out", t_out),
+                         ("cost", out.cost)):
+                spent[k] += v
+            if out.stopped:
+                raise _BudgetStop
+            if not out.ok and out.status is None and not out.malformed:  # retries spent: nothing answers there
                 raise TeacherError(
                     f"the teacher endpoint {self.url} did not answer the capability probe: {out.error}",
                     hint="check [teacher].base_url and that the server is running and reachable",
@@ -473,10 +611,10 @@ class OpenAITeacher(Teacher):
         style: ResponseFormat
         for style in ("json_schema", "json_object"):
             out = send(self._payload(PROBE_TEXT, response_format=style, logprobs=False))
-            if out.ok and self._parse(_content(out.body)) is not None:
+            if out.ok and self._parse(out.content()) is not None:
                 return style
-            why = (out.error or "") if not out.ok else f"answer {_content(out.body)!r} is not a label"
-            if out.ok and _finish_reason(out.body) == "length":
+            why = (out.error or "") if not out.ok else f"answer {out.content()!r} is not a label"
+            if out.reply is not None and out.reply.finish_reason() == "length":
                 why += f" (cut at max_tokens={s.max_tokens}: raise [teacher].max_tokens)"
             notes.append(f"response_format {style} refused: {why}")
         if s.constrained == "json_schema":
@@ -495,7 +633,7 @@ class OpenAITeacher(Teacher):
         out = send(self._payload(PROBE_TEXT, response_format=rf, logprobs=want_lp), feature=want_lp)
         if not want_lp:
             return out, False
-        if out.ok and _has_top_logprobs(out.body):
+        if out.reply is not None and out.reply.has_top_logprobs():
             return out, True
         why = (out.error or "") if not out.ok else "the answer carries no top_logprobs"
         notes.append(f"logprobs not available: {why}")
@@ -508,12 +646,38 @@ class OpenAITeacher(Teacher):
             out = send(self._payload(PROBE_TEXT, response_format=rf, logprobs=False), feature=False)
         return out, False
 
-    def probe(self) -> Capabilities:
+    def probe(self, budget: Budget | None = None) -> Capabilities:
         """Probe the server once (thread-safe) and return what it supports."""
+        caps = self._probe_for(_Call(budget or Budget()))
+        if caps is None:
+            raise TeacherError("the budget ran out during the capability probe", hint="raise --max-calls/--max-cost")
+        return caps
+
+    def _probe_for(self, call: _Call) -> Capabilities | None:
+        """The capabilities, probing first if needed; None when the budget stopped the probe."""
         with self._probe_lock:
             if self.capabilities is None:
-                self.capabilities = self._probe()
+                try:
+                    self.capabilities = self._probe(call)
+                except _BudgetStop:
+                    return None
             return self.capabilities
+
+    def prepare(self, budget: Budget) -> None:
+        """Probe the server (if not done yet), within ``budget``."""
+        self._probe_for(_Call(budget))
+
+    def take_probe_spend(self) -> dict[str, Any] | None:
+        """What the probe requests cost since the last call (to journal); None when there were none."""
+        with self._spend_lock:
+            spent, self._probe_spend = self._probe_spend, _no_spend()
+        if not spent["calls"]:
+            return None
+        caps = self.capabilities
+        info: dict[str, Any] = {k: (v if k == "cost" else int(v)) for k, v in spent.items()}
+        if caps is not None:
+            info.update(response_format=caps.response_format, logprobs=caps.logprobs, mode=caps.mode, notes=caps.notes)
+        return info
 
     # -- answers -------------------------------------------------------------------
     def _parse(self, content: str) -> str | None:
@@ -525,7 +689,7 @@ class OpenAITeacher(Teacher):
         value: Any = s
         try:
             value = json.loads(s)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = s
         if isinstance(value, dict):
             value = value.get("label")
@@ -535,65 +699,69 @@ class OpenAITeacher(Teacher):
             return value
         return self._normed.get(_norm(value))
 
-    def predict_batch(self, texts: Sequence[str]) -> list[Answer]:
-        """One answer per text, with up to ``concurrency`` requests in flight.
+    def answer_each(self, texts: Sequence[str], on_answer: OnAnswer, budget: Budget) -> None:
+        """Answer ``texts`` with up to ``concurrency`` requests in flight, handing each answer over as it arrives.
 
-        Raises :class:`TeacherError` when the endpoint is unreachable at the probe or
-        refuses the key / model (every answer would be bad); never for one bad text.
+        Every request reserves its estimate in ``budget`` first; texts it has no room for get no
+        answer.  Raises :class:`TeacherError` when the endpoint is unreachable at the probe or
+        refuses the key / model (every answer would be bad); never for one bad text or reply.
         """
-        if self._fatal is not None:
-            raise self._fatal
         if not texts:
-            return []
-        caps = self.probe()
-        workers = min(self.spec.concurrency, len(texts))
-        try:
-            if workers <= 1:
-                return [self._answer(t, caps) for t in texts]
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="distil-openai") as pool:
-                futures: list[Future[Answer]] = [pool.submit(self._answer, t, caps) for t in texts]
-                wait(futures, return_when=FIRST_EXCEPTION)
-                failed = next((f for f in futures if f.done() and f.exception() is not None), None)
-                if failed is not None:
-                    self._stop.set()
-                    for other in futures:
-                        other.cancel()
-                    exc = failed.exception()
-                    assert exc is not None
-                    raise exc
-                return [fut.result() for fut in futures]
-        except TeacherError as exc:
-            self._stop.set()
-            self._fatal = exc
-            raise
+            return
+        call = _Call(budget)
+        caps = self._probe_for(call)
+        if caps is None:
+            return
 
-    def _answer(self, text: str, caps: Capabilities) -> Answer:
+        def answer(text: str) -> Answer | None:
+            return self._answer(text, caps, call)
+
+        stream_answers(texts, answer, on_answer, workers=self.spec.concurrency, stop=call.stop,
+                       more=lambda: not budget.exhausted)
+
+    def predict_batch(self, texts: Sequence[str]) -> list[Answer]:
+        """One answer per text (no budget), with up to ``concurrency`` requests in flight; see :meth:`answer_each`."""
+        got: dict[int, Answer] = {}
+
+        def keep(i: int, answer: Answer) -> None:
+            got[i] = answer
+
+        self.answer_each(texts, keep, Budget())
+        return [got.get(i) or Answer("failed", error="not asked") for i in range(len(texts))]
+
+    def _answer(self, text: str, caps: Capabilities, call: _Call) -> Answer | None:
         started = time.perf_counter()
         sampled = caps.mode == "samples"
-        ans = self._answer_samples(text, caps) if sampled else self._answer_single(text, caps)
-        ans.cost = self._cost(ans.tokens_in, ans.tokens_out)
+        ans = self._answer_samples(text, caps, call) if sampled else self._answer_single(text, caps, call)
+        if ans is None:
+            return None
         ans.latency_ms = (time.perf_counter() - started) * 1000.0
         ans.extra.setdefault("response_format", caps.response_format)
         return ans
 
-    def _answer_single(self, text: str, caps: Capabilities) -> Answer:
+    def _answer_single(self, text: str, caps: Capabilities, call: _Call) -> Answer | None:
         lp = caps.mode == "logprobs"
         payload = self._payload(text, response_format=caps.response_format, logprobs=lp)
-        out = self._send(payload, self._est(text))
-        t_in, t_out = out.usage()
-        if not out.ok:
-            return Answer("failed", error=out.error, attempts=out.attempts, tokens_in=t_in, tokens_out=t_out)
-        content = _content(out.body)
-        common: dict[str, Any] = {"attempts": out.attempts, "tokens_in": t_in, "tokens_out": t_out}
+        out = self._send(payload, text, call)
+        if out.stopped:
+            return None
+        tally = _Tally()
+        tally.add(out)
+        common = tally.common()
+        if out.malformed:
+            return Answer("invalid", raw=out.raw, error=out.error, **common)
+        if out.reply is None:
+            return Answer("failed", error=out.error, **common)
+        content = out.reply.content()
         label = self._parse(content)
+        extra: dict[str, Any] = {"cost_estimated": True} if tally.estimated else {}
         if label is None:
-            return Answer("invalid", raw=content, **common)
-        extra: dict[str, Any] = {"answer": label}
+            return Answer("invalid", raw=content, extra=extra, **common)
+        extra["answer"] = label
         method: Method = "onehot"
         probs: list[float] | None = None
         if lp:
-            choice = out.body["choices"][0] if out.body and out.body["choices"] else {}
-            probs, why = self._logprob_probs(choice, caps)
+            probs, why = self._logprob_probs(out.reply.choices[0] if out.reply.choices else None, caps)
             if probs is not None:
                 method = "logprobs"
             else:
@@ -602,44 +770,69 @@ class OpenAITeacher(Teacher):
             probs = [1.0 if lab == label else 0.0 for lab in self.labels]
         return Answer("done", probs=probs, method=method, raw=content, extra=extra, **common)
 
-    def _answer_samples(self, text: str, caps: Capabilities) -> Answer:
+    def _answer_samples(self, text: str, caps: Capabilities, call: _Call) -> Answer | None:
         k = self.spec.samples
         contents: list[str] = []
-        attempts = t_in = t_out = 0
-        for _ in range(k):  # at most k requests, however few choices each brings
-            need = k - len(contents)
+        tally = _Tally()
+        stopped = False
+        want = k
+        for _ in range(2 * k):  # at most k requests for the k samples, however few choices each brings,
+            if len(contents) >= want and want < 2 * k and self._top_tied(contents):
+                want += 1  # and up to k single tie-breaking samples more
+            need = want - len(contents)
             if need <= 0:
                 break
             payload = self._payload(
-                text,
-                response_format=caps.response_format,
-                logprobs=False,
-                n=need,
+                text, response_format=caps.response_format, logprobs=False, n=need,
                 temperature=self.spec.sample_temperature,
             )
-            out = self._send(payload, self._est(text, need))
-            a, b = out.usage()
-            attempts, t_in, t_out = attempts + out.attempts, t_in + a, t_out + b
-            if not out.ok:
-                return Answer("failed", error=out.error, attempts=attempts, tokens_in=t_in, tokens_out=t_out)
-            choices = (out.body or {}).get("choices") or []
-            got = [_content({"choices": [c]}) for c in choices[:need]]
+            out = self._send(payload, text, call, n=need)
+            tally.add(out)
+            if out.stopped:
+                stopped = True
+                break
+            if out.malformed:
+                return Answer("invalid", raw=out.raw, error=out.error, **tally.common())
+            if out.reply is None:
+                return Answer("failed", error=out.error, **tally.common())
+            got = [c.content for c in out.reply.choices[:need]]
             if not got:
                 break
             contents += got
+        if stopped and not contents:
+            return None  # the budget stopped it before any sample came back
+        return self._from_samples(contents, k, tally)
+
+    def _top_tied(self, contents: list[str]) -> bool:
+        """Whether two or more labels share the most valid votes among ``contents``."""
+        valid = [p for p in (self._parse(c) for c in contents) if p is not None]
+        if not valid:
+            return False
+        counts = sorted((valid.count(lab) for lab in set(valid)), reverse=True)
+        return len(counts) > 1 and counts[0] == counts[1]
+
+    def _from_samples(self, contents: list[str], k: int, tally: _Tally) -> Answer:
+        """The answer from the sampled contents (fewer than ``k`` when the budget stopped the rest)."""
         parsed = [self._parse(c) for c in contents]
         valid = [p for p in parsed if p is not None]
-        common: dict[str, Any] = {"attempts": attempts, "tokens_in": t_in, "tokens_out": t_out}
-        extra = {"samples": parsed, "invalid_samples": len(parsed) - len(valid)}
+        extra: dict[str, Any] = {"samples": parsed, "invalid_samples": len(parsed) - len(valid)}
+        if len(contents) < k:
+            extra["samples_short"] = k - len(contents)
+        if tally.estimated:
+            extra["cost_estimated"] = True
         if not valid:
-            return Answer("invalid", raw=json.dumps(contents, ensure_ascii=False), extra=extra, **common)
+            return Answer("invalid", raw=json.dumps(contents, ensure_ascii=False), extra=extra, **tally.common())
         counts = {lab: float(valid.count(lab)) for lab in set(valid)}
+        if len(contents) > k:
+            extra["tie_break_samples"] = len(contents) - k
+        if self._top_tied(contents):
+            extra["tied"] = sorted(lab for lab, c in counts.items() if c == max(counts.values()))
         probs = normalise(counts, self.labels)
-        return Answer("done", probs=probs, method="samples", raw=contents[0], extra=extra, **common)
+        return Answer("done", probs=probs, method="samples", raw=contents[0], extra=extra, **tally.common())
 
-    def _logprob_probs(self, choice: dict[str, Any], caps: Capabilities) -> tuple[list[float] | None, str]:
+    def _logprob_probs(self, choice: Choice | None, caps: Capabilities) -> tuple[list[float] | None, str]:
         """Label probabilities from the generated path's logprobs (see the module docs)."""
-        items = ((choice.get("logprobs") or {}).get("content")) or []
+        items = choice.logprobs if choice is not None else None
         if not items:
             return None, "no logprobs in the answer"
         constrained = caps.response_format is not None
@@ -785,44 +978,6 @@ class _LabelWalk:
             self.scores[lab] += self.mass / len(exact or self.remaining)
 
 
-def _choices_body(resp: httpx.Response) -> dict[str, Any]:
-    """A 2xx answer's JSON body; _HTTPFailure when it is not JSON or has no ``choices`` list."""
-    status = resp.status_code
-    try:
-        body = resp.json()
-    except ValueError:
-        raise _HTTPFailure(status, f"HTTP {status} with a body that is not JSON: {resp.text[:200]!r}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-        raise _HTTPFailure(status, f"HTTP {status} without 'choices': {resp.text[:200]!r}")
-    return body
-
-
-def _content(body: dict[str, Any] | None) -> str:
-    choices = (body or {}).get("choices") or []
-    if not choices:
-        return ""
-    msg = choices[0].get("message") or {}
-    content = msg.get("content")
-    if content is None:
-        content = msg.get("refusal")  # OpenAI's structured-output refusal: kept as the raw answer
-    if content is None:
-        content = choices[0].get("text")  # completions-style servers
-    return content if isinstance(content, str) else ""
-
-
-def _finish_reason(body: dict[str, Any] | None) -> str | None:
-    choices = (body or {}).get("choices") or []
-    return choices[0].get("finish_reason") if choices else None
-
-
-def _has_top_logprobs(body: dict[str, Any] | None) -> bool:
-    choices = (body or {}).get("choices") or []
-    if not choices:
-        return False
-    items = ((choices[0].get("logprobs") or {}).get("content")) or []
-    return bool(items) and any(it.get("top_logprobs") for it in items)
-
-
 def _error_message(resp: httpx.Response) -> str:
     """The server's own error message (OpenAI ``{"error": {"message"}}``, FastAPI ``detail``, text)."""
     try:
@@ -844,9 +999,10 @@ def _retry_after(resp: httpx.Response) -> float | None:
     if seconds is None:
         ms = resp.headers.get("retry-after-ms")
         try:
-            seconds = max(float(ms) / 1000.0, 0.0) if ms else None
+            value = float(ms) / 1000.0 if ms else math.nan
         except ValueError:
-            seconds = None
+            value = math.nan
+        seconds = max(value, 0.0) if math.isfinite(value) else None
     return seconds
 
 

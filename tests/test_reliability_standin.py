@@ -1,0 +1,211 @@
+"""A local OpenAI-compatible stand-in that counts and bills every request it receives.
+
+Used by the reliability tests (kill -9 loops, concurrent runs, budgets, poison replies): it runs
+in the test process on a free port (``ThreadingHTTPServer``), answers ``POST /v1/chat/completions``
+with a label chosen from the text, and keeps what a provider's invoice would show: every request,
+per input text, with the tokens it billed (its own count: UTF-8 bytes / 4 of the messages, so a
+little below distil's conservative estimate) at :attr:`StandIn.price`.
+
+Switches: ``usage`` (report ``usage`` or not), ``logprobs`` (honour ``logprobs=true``), ``n`` (honour
+``n`` like OpenAI, or ignore it like llama.cpp), ``delay`` (seconds per answer, uniform in a range),
+``poison`` (user text → a malformed reply kind, see :data:`POISON`), ``refuse`` (an HTTP status, e.g.
+401, that every request gets while it is set: a revoked key; set it back to None to recover).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+#: Malformed reply kinds a poison text gets: the field with the wrong JSON type, or a bad Retry-After.
+POISON = ("logprobs", "choices", "message", "usage", "retry_after_nan", "not_json", "content", "top_logprobs")
+
+LABELS = ["card", "transfer", "cash", "other"]
+
+
+def _tokens(text: str) -> int:
+    return math.ceil(len(text.encode("utf-8")) / 4)
+
+
+class StandIn:
+    """The server and its books.  ``price`` is ($ per 1M input tokens, $ per 1M output tokens)."""
+
+    def __init__(
+        self,
+        *,
+        usage: bool = True,
+        logprobs: bool = True,
+        n: bool = True,
+        delay: tuple[float, float] = (0.0, 0.0),
+        price: tuple[float, float] = (1.0, 2.0),
+        poison: dict[str, str] | None = None,
+        labels: list[str] | None = None,
+    ) -> None:
+        self.usage, self.logprobs, self.n, self.delay, self.price = usage, logprobs, n, delay, price
+        self.poison = dict(poison or {})
+        self.labels = labels or LABELS
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.by_text: Counter[str] = Counter()
+        self.billed = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.answered = 0  # replies fully written back
+        self._retried: set[str] = set()
+        self.refuse: int | None = None
+        self._rng = random.Random(0)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        """The ``base_url`` a task file names."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> StandIn:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def paid_twice(self) -> int:
+        """Inputs (not the probe text) that were asked more than once."""
+        return sum(1 for t, c in self.by_text.items() if c > 1 and not t.startswith("Hello, I have"))
+
+    # -- answers -------------------------------------------------------------------------------
+    def label_for(self, text: str) -> str:
+        """The label the stand-in gives ``text`` (a stable function of the text)."""
+        return self.labels[sum(text.encode()) % len(self.labels)]
+
+    def reply(self, payload: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body) for one request; bills it."""
+        text = str(payload["messages"][-1]["content"])
+        if self.refuse is not None:
+            body = b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}'
+            return self.refuse, {}, body
+        kind = self.poison.get(text)
+        if kind == "retry_after_nan":
+            with self.lock:
+                first = text not in self._retried
+                self._retried.add(text)
+            if first:
+                return 429, {"Retry-After": "nan"}, b'{"error": {"message": "slow down"}}'
+        k = int(payload.get("n", 1)) if self.n else 1
+        label = self.label_for(text)
+        content = json.dumps({"label": label})
+        prompt = sum(_tokens(str(m.get("content", ""))) for m in payload["messages"]) + 8
+        completion = _tokens(content) * k
+        with self.lock:
+            self.billed += (prompt * self.price[0] + completion * self.price[1]) / 1e6
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content},
+                                  "finish_reason": "stop"}
+        if payload.get("logprobs") and self.logprobs:
+            choice["logprobs"] = {"content": self._logprob_items(label)}
+        body: dict[str, Any] = {"id": "x", "object": "chat.completion",
+                                "choices": [dict(choice, index=i) for i in range(k)]}
+        if self.usage:
+            body["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}
+        return 200, {}, self._poisoned(body, kind)
+
+    def _logprob_items(self, label: str) -> list[dict[str, Any]]:
+        def item(tok: str, alts: list[str]) -> dict[str, Any]:
+            top = [{"token": a, "logprob": math.log(0.8 if a == tok else 0.2 / max(len(alts) - 1, 1))}
+                   for a in alts]
+            return {"token": tok, "logprob": math.log(0.8), "top_logprobs": top}
+
+        head = [item('{"', ['{"']), item("label", ["label"]), item('":', ['":']), item(' "', [' "'])]
+        others = [lab for lab in self.labels if lab != label][:2]
+        return [*head, item(label, [label, *others]), item('"}', ['"}'])]
+
+    @staticmethod
+    def _poisoned(body: dict[str, Any], kind: str | None) -> bytes:
+        if kind == "not_json":
+            return b"<html>200 OK from a proxy</html>"
+        if kind == "choices":
+            body["choices"] = {"0": body["choices"][0]}
+        elif kind == "message":
+            body["choices"][0]["message"] = "the label is card"
+        elif kind == "logprobs":
+            body["choices"][0]["logprobs"] = "lots"
+        elif kind == "top_logprobs":
+            body["choices"][0]["logprobs"] = {"content": [{"token": 5, "top_logprobs": {"a": 1}}]}
+        elif kind == "usage":
+            body["usage"] = ["prompt", 12]
+        elif kind == "content":
+            body["choices"][0]["message"]["content"] = {"label": "card"}
+        return json.dumps(body).encode()
+
+    # -- HTTP ----------------------------------------------------------------------------------
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                try:
+                    payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                except (OSError, ValueError):  # a client killed while it was sending: nothing received
+                    return
+                with standin.lock:
+                    standin.requests += 1
+                    standin.by_text[str(payload["messages"][-1]["content"])] += 1
+                    standin.in_flight += 1
+                    standin.max_in_flight = max(standin.max_in_flight, standin.in_flight)
+                    lo, hi = standin.delay
+                    pause = standin._rng.uniform(lo, hi)
+                try:
+                    if pause:
+                        time.sleep(pause)
+                    status, headers, body = standin.reply(payload)
+                    self.send_response(status)
+                    for k, v in {"Content-Type": "application/json", **headers}.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    with standin.lock:
+                        standin.answered += 1
+                except OSError:  # the client died (kill -9): the request was still paid
+                    pass
+                finally:
+                    with standin.lock:
+                        standin.in_flight -= 1
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        return Handler
+
+
+def openai_task(folder: Path, base_url: str, **teacher: Any) -> Path:
+    """A task file in ``folder`` whose teacher is the stand-in at ``base_url``."""
+    spec: dict[str, Any] = {"kind": "openai", "model": "standin-1", "base_url": base_url, "concurrency": 4,
+                            "max_retries": 2, "timeout_s": 10.0, **teacher}
+    lines = ['name = "bank"', 'instruction = "Which kind of banking request is this?"',
+             f"labels = {json.dumps(LABELS)}", "", "[teacher]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in spec.items()]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "task.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_standin_counts_and_bills() -> None:
+    import httpx
+
+    with StandIn(usage=True) as s:
+        body = {"model": "m", "messages": [{"role": "user", "content": "my card"}], "n": 3}
+        r = httpx.post(s.base_url + "/chat/completions", json=body)
+        assert r.status_code == 200 and len(r.json()["choices"]) == 3
+        assert s.requests == 1 and s.by_text["my card"] == 1 and s.billed > 0
+
