@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tables import markdown_table
 
 from distil.artifact import load_artifact
 from distil.cost import DEFAULT_PRICES, cpu_cost_per_1m, token_cost_per_1m
@@ -199,12 +200,7 @@ def print_table(rows: list[list[object]]) -> None:
     """Markdown table of every stream, target and method."""
     header = ["data", "student", "target", "method", "threshold", "test answered locally", "test agreement (answered)",
               "off-topic answered locally", "cascade $/1M", "teacher alone $/1M"]
-    cells = [header, *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for j, r in enumerate(cells):
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
-        if j == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print(markdown_table(header, rows))
 
 
 def main() -> int:

@@ -3,7 +3,8 @@
 Re-measures the figures of the reliability issue (12) against the counting OpenAI-compatible stand-in
 of ``tests/test_reliability_standin.py`` (a real HTTP server on 127.0.0.1 that bills every request):
 
-* kill -9 of ``distil label`` ``--kills`` times at random points (500 inputs, concurrency 4, batch 8),
+* kill -9 of ``distil label`` ``--kills`` times at random points (500 inputs, concurrency 4; the issue
+  ran batch 8, answers now commit one by one),
   then one run to the end: requests received vs unique inputs, inputs paid twice, probe requests
   journaled, whether the export reads back;
 * two ``distil label`` runs started at once, on a fresh work dir and on an existing journal: inputs
@@ -33,6 +34,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
+from tables import markdown_table  # noqa: E402
 from test_reliability_standin import StandIn, openai_task  # noqa: E402
 
 from distil.data import read_labeled  # noqa: E402
@@ -58,7 +60,7 @@ def kill_loop(root: Path, kills: int, n: int) -> dict[str, object]:
     inputs = root / "in.csv"
     texts = _inputs(inputs, n, "kill question")
     with StandIn(delay=(0.005, 0.03)) as s:
-        task = openai_task(root / "t", s.base_url, concurrency=CONCURRENCY, batch_size=8)
+        task = openai_task(root / "t", s.base_url, concurrency=CONCURRENCY)
         for _ in range(kills):
             proc = subprocess.Popen(_label(task, inputs), env=ENV, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
@@ -145,12 +147,7 @@ def main() -> int:
         ("--max-calls 10, samples mode, server ignores n: requests", "50",
          f"{b['samples_requests_at_max_calls_10']:.0f}"),
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(("case", "before (issue 12)", "measured"), widths,
-                                                          strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print(markdown_table(("case", "before (issue 12)", "measured"), rows))
     return 0
 
 

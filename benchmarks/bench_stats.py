@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import binom
+from tables import markdown_table
 
 from distil.calibrate import calibration_error, crossfit_ece, fit_temperature, plugin_ece
 from distil.data import LabeledSet, write_labeled
@@ -418,12 +419,7 @@ def sim_selection(reps: int, *, key: str, n: int = 300, target: float = 0.95) ->
 def print_table(rows: list[Row]) -> None:
     header = ["claim", "stated level", "before", "after", "reps", "data"]
     body = [[r.claim, r.level, f"{r.before:.4g}", f"{r.after:.4g}", str(r.reps), r.data] for r in rows]
-    cells = [header, *body]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    for j, c in enumerate(cells):
-        print("| " + " | ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)) + " |")
-        if j == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print(markdown_table(header, body))
 
 
 def simulated_rows(reps: int) -> list[Row]:

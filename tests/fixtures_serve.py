@@ -188,7 +188,9 @@ def centroid_router() -> Any:
     probs = teacher_probs(texts)
     st = centroid_student(texts[:500], probs[:500], LABELS)
     held = texts[500:]
-    det = OODDetector(k=5).fit(st.features(texts[:500]), st.features(held))
+    # k=1: templates without slots make only a few texts each (deduplicated), so the 5th neighbour of
+    # "my phone number has changed" is far even though it is in distribution
+    det = OODDetector(k=1).fit(st.features(texts[:500]), st.features(held))
     proba = st.predict_proba(held)
     conf = np.where(det.predict(st.features(held)), -np.inf, proba.max(1))
     th = calibrate_threshold(conf, proba.argmax(1) == probs[500:].argmax(1), target=0.95)

@@ -189,3 +189,18 @@ def test_train_with_a_gold_validation_file_records_retention(tmp_path: Path) -> 
     proc = distil("train", str(task), "--out", str(tmp_path / "s2"), "--students", "ngram",
                   "--valid", str(bad), "--label-column", "intent", cwd=tmp_path)
     assert_clean_error(proc, 2, "row 1", "'intent'", "nope")
+
+
+def test_the_ood_guard_knobs_reach_the_router(tmp_path: Path) -> None:
+    from distil.cli.commands import _train_options
+    from distil.cli.parser import build_parser
+
+    args = build_parser().parse_args(["train", "t.toml", "--out", "s", "--ood-quantile", "0.95", "--ood-k", "3",
+                                      "--ood-space", "static"])
+    assert _train_options(args)["routing"] == {"ood_quantile": 0.95, "k": 3, "ood_space": "static"}
+    task = write_task(tmp_path / "t")
+    for flag, value in (("--ood-quantile", "1.5"), ("--ood-k", "0"), ("--level", "0.3"), ("--folds", "1"),
+                        ("--grid-size", "0"), ("--router-target", "1.2")):
+        proc = distil("train", str(task), "--out", str(tmp_path / "s"), flag, value, cwd=tmp_path)
+        assert_clean_error(proc, 2, value)
+        assert flag in proc.stderr, proc.stderr

@@ -189,3 +189,23 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     # Not blank: many distinct colours and a real spread of brightness.
     assert float(pixels[..., :3].std()) > 0.05
     assert len(np.unique(pixels[::7, ::7, :3].reshape(-1, 3), axis=0)) > 50
+
+
+def test_the_report_shows_the_served_system_next_to_the_curve() -> None:
+    m = _metrics()
+    m["served"] = {"threshold": 0.62, "target_agreement": 0.95, "ood_guard": True, "n": 400, "coverage": 0.731,
+                   "ood_share": 0.012, "agreement": 0.981, "local_agreement": 0.968,
+                   "local_agreement_ci": [0.948, 0.982], "accuracy": 0.9, "cost_per_1m": 6.9,
+                   "teacher_cost_per_1m": 25.5}
+    page = render_report(m, disagreements=[])
+    served = page[page.index("The served system"):]
+    assert served.index("The served system") < served.index("Calibration")
+    assert "73.1%" in served and "26.9%" in served and "1.2%" in served  # student, teacher, flagged
+    assert "96.8% (95% CI 94.8%–98.2%)" in served and "$6.90 / $25.50" in served
+    m["served"]["rungs"] = [{"member": "ngram", "answered": 0.52, "reached": 1.0},
+                            {"member": "static", "answered": 0.211, "reached": 0.48}]
+    served = render_report(m, disagreements=[])
+    assert "… by the ngram rung (it ran on 100.0%)" in served and "… by the static rung (it ran on 48.0%)" in served
+    assert "21.1%" in served
+    m.pop("served")
+    assert "The served system was not measured" in render_report(m, disagreements=[])

@@ -34,15 +34,19 @@ class Served:
     ood: bool
     degraded: bool = False
     degraded_reason: str | None = None
+    member: str | None = None  # the ladder member whose answer was computed last (the one that answered)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, as the server returns it (``degraded_reason`` only when degraded)."""
+        """JSON-ready, as the server returns it (``degraded_reason`` only when degraded; ``member`` when a
+        student answered)."""
         out: dict[str, Any] = {
             "label": self.label, "score": round(self.score, 6), "source": self.source,
             "confidence": round(self.confidence, 6), "ood": self.ood, "degraded": self.degraded,
         }
         if self.degraded:
             out["degraded_reason"] = self.degraded_reason
+        if self.source == "student" and self.member is not None:
+            out["member"] = self.member
         return out
 
 
@@ -55,14 +59,14 @@ def resolve(
     out: list[Served] = []
     for i, d in enumerate(decisions):
         if d.source == "student":
-            out.append(Served(d.label, d.score, "student", d.confidence, d.ood))
+            out.append(Served(d.label, d.score, "student", d.confidence, d.ood, member=d.member))
             continue
         ans = teacher.get(i)
         if ans is not None:
-            out.append(Served(ans[0], ans[1], "teacher", d.confidence, d.ood))
+            out.append(Served(ans[0], ans[1], "teacher", d.confidence, d.ood, member=d.member))
         else:
             out.append(Served(d.label, d.score, "student", d.confidence, d.ood, degraded=True,
-                              degraded_reason=reason or "teacher gave no usable answer"))
+                              degraded_reason=reason or "teacher gave no usable answer", member=d.member))
     return out
 
 
@@ -86,6 +90,24 @@ class Cascade:
         decisions = self.decide(texts)
         known = {i: (lab, 1.0) for i, lab in enumerate(teacher_labels)}
         return resolve(decisions, known)
+
+
+def rung_shares(served: Sequence[Served], rungs: Sequence[str]) -> list[dict[str, Any]]:
+    """Per rung, cheapest first: the share of inputs it answered, and the share it ran on (``reached``).
+
+    A rung runs on every input the rungs before it did not answer (a flagged input stops at the first).
+    """
+    n = max(1, len(served))
+    depth = [rungs.index(s.member) if s.member in rungs else 0 for s in served]
+    return [
+        {
+            "member": name,
+            "answered": sum(1 for s, d in zip(served, depth, strict=True)
+                            if d == r and s.source == "student" and not s.degraded) / n,
+            "reached": sum(1 for d in depth if d >= r) / n,
+        }
+        for r, name in enumerate(rungs)
+    ]
 
 
 def served_summary(

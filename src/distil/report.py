@@ -351,6 +351,37 @@ def _cascade_table(metrics: Mapping[str, Any]) -> str:
     return f"<table>{head}{body}</table>"
 
 
+def _served_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(what, value) rows of the served block: who answered, how well, at what cost."""
+    ci = s.get("local_agreement_ci")
+    local = _pct(s.get("local_agreement")) + (f" (95% CI {_pct(ci[0])}–{_pct(ci[1])})" if ci else "")
+    rows = [
+        ("stored threshold (target)", f"{_num(s.get('threshold'), 3) if s.get('threshold') is not None else 'none'}"
+                                      f" (agreement ≥ {_pct(s.get('target_agreement'))})"),
+        ("answered by the student alone", _pct(s.get("coverage"))),
+        *[(f"… by the {r['member']} rung (it ran on {_pct(r['reached'])})", _pct(r["answered"]))
+          for r in (s.get("rungs") or []) if len(s.get("rungs") or []) > 1],
+        ("sent to the teacher", _pct(None if s.get("coverage") is None else 1 - s["coverage"])),
+        ("flagged off-distribution by the guard", _pct(s.get("ood_share")) if s.get("ood_guard") else "no guard"),
+        ("agreement with the teacher on what the student answered", local),
+        ("agreement of all served answers", _pct(s.get("agreement"))),
+    ]
+    if s.get("accuracy") is not None:
+        rows.append(("accuracy of all served answers (gold)", _pct(s.get("accuracy"))))
+    rows.append(("$ per 1M requests: cascade / teacher alone",
+                 f"{_money(s.get('cost_per_1m'))} / {_money(s.get('teacher_cost_per_1m'))}"))
+    return rows
+
+
+def _served_table(metrics: Mapping[str, Any]) -> str:
+    """What the served system (router.json's threshold and guard) did on the test texts."""
+    s = metrics.get("served")
+    if not s or s.get("coverage") is None:
+        return '<p class="note">The served system was not measured (the artifact has no router).</p>'
+    body = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in _served_rows(s))
+    return f"<table>{body}</table>"
+
+
 def _per_class_table(metrics: Mapping[str, Any]) -> str:
     rows = list(metrics.get("per_class") or [])
     if not rows:
@@ -442,8 +473,8 @@ def render_report(metrics: Mapping[str, Any], *, disagreements: Sequence[Mapping
         warn_html,
         "<h2>The ladder</h2>",
         '<p class="note">Every student trained, on the same test set and CPU. '
-        "★ = chosen at training time: the cheapest whose held-out agreement with the teacher met the target, "
-        "or the best one when none did. "
+        "★ = chosen at training time: the cheapest whose lower confidence bound on held-out agreement with the "
+        "teacher (or on retention) met the target, or the best one when none did. "
         "Costs: CPU core-seconds × $/core-hour for local models"
         + (", tokens × price for the teacher" if t.get("kind") == "openai" else "") + ".</p>",
         '<div class="row2">',
@@ -458,6 +489,10 @@ def render_report(metrics: Mapping[str, Any], *, disagreements: Sequence[Mapping
         _fig(_cascade_plot(metrics), "Coverage versus quality of the combined system."),
         f"<div>{_cascade_table(metrics)}</div>",
         "</div>",
+        "<h3>The served system: the stored threshold and guard on these test texts</h3>",
+        '<p class="note">What <code>distil serve</code> does with this artifact: the curve above is every '
+        "threshold in hindsight; this is the one the router certified at training time.</p>",
+        _served_table(metrics),
         "<h2>Calibration</h2>",
         f'<p class="note">Expected calibration error over 15 equal-width bins, against {ref}: '
         f"student {_num(metrics.get('ece'), 3)}"

@@ -48,8 +48,9 @@ are low-capacity choices, so the bias is small, but a split used only for this c
 make the bound exact.  The guarantee is also about traffic *like the held-out data*; the OOD guard
 and :mod:`distil.drift` watch for traffic that is not.
 
-The OOD threshold is the ``quantile`` (default 0.99) of the detector's scores on held-out
-in-distribution inputs, so about 1 % of normal traffic is flagged.  Held-out inputs the detector
+The OOD threshold is the ``quantile`` (default 0.99) of the detector's in-distribution scores
+(held-out inputs, and for k-NN every reference row scored leave-one-out), so about 1 % of normal
+traffic is flagged.  Held-out inputs the detector
 flags are never answered by the student, so the confidence threshold is calibrated on the inputs
 that pass the OOD guard — the same set the student answers when serving.
 
@@ -65,7 +66,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -210,6 +211,29 @@ def _check_level(level: float) -> None:
         )
 
 
+def check_settings(settings: Mapping[str, Any]) -> None:
+    """Refuse router settings outside their range before anything is trained (each named as its flag).
+
+    Reads the :func:`fit_router` keywords present in ``settings``: ``target_agreement``, ``level``,
+    ``folds``, ``grid_size``, ``ood_quantile`` and ``k``.
+    """
+    if settings.get("target_agreement") is not None:
+        _check_target(float(settings["target_agreement"]))
+    if settings.get("level") is not None:
+        _check_level(float(settings["level"]))
+    if settings.get("grid_size") is not None:
+        coverage_grid(int(settings["grid_size"]))
+    folds = settings.get("folds")
+    if folds is not None and not 2 <= int(folds) <= 20:
+        raise ConfigError(f"calibration folds (--folds) must be between 2 and 20, found {folds}", hint="e.g. --folds 5")
+    q, k = settings.get("ood_quantile"), settings.get("k")
+    if q is not None and not 0.0 < float(q) < 1.0:
+        raise ConfigError(f"the OOD quantile (--ood-quantile) must be strictly between 0 and 1, found {q}",
+                          hint="0.99 flags about 1% of normal traffic, 0.95 about 5%")
+    if k is not None and int(k) < 1:
+        raise ConfigError(f"the OOD guard's k (--ood-k) must be at least 1, found {k}", hint="e.g. --ood-k 3")
+
+
 def _as_inputs(confidence: np.ndarray, agree: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
     agr = np.asarray(agree).reshape(-1)
@@ -247,7 +271,9 @@ DEFAULT_GRID_SIZE = 20
 def coverage_grid(size: int = DEFAULT_GRID_SIZE) -> np.ndarray:
     """The candidate answered shares ``1/size, 2/size, …, 1``, fixed before any data is seen."""
     if not 1 <= size <= 1000:
-        raise ConfigError(f"the calibration grid must have 1 to 1000 points, found {size}", hint="e.g. 20")
+        raise ConfigError(
+            f"the calibration grid (--grid-size) must have 1 to 1000 points, found {size}", hint="e.g. 20"
+        )
     return np.arange(1, size + 1, dtype=np.float64) / size
 
 
@@ -292,20 +318,26 @@ def calibrate_threshold(
 
 def _calibrate_ltt(conf: np.ndarray, agr: np.ndarray, *, target: float, level: float, grid_size: int) -> Threshold:
     """Learn-then-Test over a fixed coverage grid with the fallback procedure; the widest that passes."""
-    n = int(conf.size)
     candidates = _coverage_thresholds(conf, coverage_grid(grid_size))
     n_t, k_t = _answered_counts(conf, agr, candidates)
+    return _widest_passing(int(conf.size), candidates, n_t, k_t, target=target, level=level, method="ltt-fallback")
+
+
+def _widest_passing(
+    n: int, candidates: np.ndarray, n_t: np.ndarray, k_t: np.ndarray, *, target: float, level: float, method: str
+) -> Threshold:
+    """The fallback procedure over ``candidates`` (answered ``n_t``, agreed ``k_t``); the widest that passes."""
     levels = _fallback_levels(n_t, k_t, target=target, alpha=1.0 - level)
     passed = np.flatnonzero(levels > 0)
     if passed.size == 0:
-        return _nothing_qualifies(n, target, level, tested=int(candidates.size), method="ltt-fallback")
+        return _nothing_qualifies(n, target, level, tested=int(candidates.size), method=method)
     best = int(passed[np.argmax(n_t[passed])])
     nt, kt = int(n_t[best]), int(k_t[best])
     return Threshold(
         value=float(candidates[best]), target=target, level=level, n=n, answered=nt, agreed=kt,
         coverage=nt / n, teacher_share=1.0 - nt / n, agreement=kt / nt,
         lower_bound=float(clopper_pearson_lower(kt, nt, 1.0 - levels[best])), qualified=True,
-        method="ltt-fallback", tested=int(candidates.size), bound_level=float(1.0 - levels[best]),
+        method=method, tested=int(candidates.size), bound_level=float(1.0 - levels[best]),
     )
 
 
@@ -461,12 +493,18 @@ class OODDetector:
     detection with deep nearest neighbors").  ``method="mahalanobis"``: smallest Mahalanobis
     distance to a class mean (class = the teacher's label when given, else one mean) with a tied,
     Ledoit–Wolf-shrunk covariance (Lee et al., 2018).  The flagging threshold is the ``quantile``
-    of scores on held-out in-distribution features, so about ``1 − quantile`` of normal traffic is
-    flagged.
+    of in-distribution scores, so about ``1 − quantile`` of normal traffic is flagged.  For
+    ``knn`` those are the held-out features' scores *and* each reference row's leave-one-out score
+    (its k-th nearest neighbour among the other rows): a threshold set on a few hundred held-out
+    rows alone sits at their maximum and lets most near-domain off-topic text through; the
+    leave-one-out scores make the quantile rest on thousands of rows, each scored on data it is not
+    part of.  ``heldout_flag_rate_`` is the share of held-out rows flagged.
     """
 
     method: OODMethod = "knn"
-    k: int = 10
+    # k = 3: off-topic text separates better than at 10, and the guard stays steadier than at 1 on
+    # traffic slightly unlike the training split (benchmarks/bench_ood.py)
+    k: int = 3
     quantile: float = 0.99
     max_reference: int = 5000
     seed: int = 0
@@ -479,6 +517,7 @@ class OODDetector:
     shrinkage_: float | None = None
     n_fit_: int = 0
     heldout_flag_rate_: float = math.nan
+    n_calibration_: int = 0  # in-distribution scores the threshold is the quantile of
 
     def __post_init__(self) -> None:
         if self.method not in ("knn", "mahalanobis"):
@@ -515,9 +554,25 @@ class OODDetector:
         h = self.score(heldout_features)
         if h.size == 0:
             raise DataError("OOD detector: no held-out features to set the threshold from")
-        self.threshold_ = float(np.quantile(h, self.quantile, method="higher"))
+        calib = np.concatenate([h, self._leave_one_out()]) if self.method == "knn" else h
+        self.threshold_ = float(np.quantile(calib, self.quantile, method="higher"))
         self.heldout_flag_rate_ = float(np.mean(h > self.threshold_))
+        self.n_calibration_ = int(calib.size)
         return self
+
+    def _leave_one_out(self, chunk: int = 1024) -> np.ndarray:
+        """Each reference row's k-NN score among the other reference rows (empty with fewer than k + 1)."""
+        ref = self._need(self.reference_, "reference_")
+        n = ref.shape[0]
+        if n <= self.k:
+            return np.zeros(0, dtype=np.float32)
+        out = np.empty(n, dtype=np.float32)
+        for i in range(0, n, chunk):
+            sims = ref[i : i + chunk] @ ref.T
+            rows = np.arange(sims.shape[0])
+            sims[rows, i + rows] = -np.inf  # not its own neighbour
+            out[i : i + chunk] = 1.0 - np.partition(sims, n - self.k, axis=1)[:, n - self.k]
+        return out
 
     def _fit_mahalanobis(self, x: np.ndarray, labels: Sequence[int] | np.ndarray | None) -> None:
         x64 = x.astype(np.float64)
@@ -582,6 +637,7 @@ class OODDetector:
             "max_reference": self.max_reference, "seed": self.seed, "threshold": self.threshold_,
             "shrinkage": self.shrinkage_, "n_fit": self.n_fit_,
             "heldout_flag_rate": self.heldout_flag_rate_, "space": self.space,
+            "n_calibration": self.n_calibration_,
         }
 
     def save(self, folder: str | Path) -> Path:
@@ -623,6 +679,7 @@ class OODDetector:
         det.shrinkage_ = params.get("shrinkage")
         det.n_fit_ = int(params.get("n_fit", 0))
         det.heldout_flag_rate_ = float(params.get("heldout_flag_rate", math.nan))
+        det.n_calibration_ = int(params.get("n_calibration", 0))
         needed = det.reference_ if det.method == "knn" else det.whiten_
         if needed is None:
             raise ArtifactError(f"{p}: has no arrays for method {det.method!r}", hint=REFIT_HINT)
@@ -666,6 +723,7 @@ class Decision:
     ood: bool
     source: Literal["student", "teacher"]
     ood_score: float | None = None
+    member: str | None = None  # the ladder member whose answer ``label`` is (the one that answered, if any)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -683,13 +741,19 @@ class RouterConfig:
     format_version: int = ROUTER_FORMAT_VERSION
     created_at: float = field(default_factory=time.time)
     info: dict[str, Any] = field(default_factory=dict)
+    ladder: list[str] = field(default_factory=list)  # cheaper members that answer first, in order
+
+    @property
+    def rungs(self) -> list[str]:
+        """Every member that may answer, cheapest first: the ladder, then ``member``."""
+        return [*self.ladder, self.member]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {
             "format_version": self.format_version, "member": self.member, "labels": self.labels,
             "threshold": self.threshold.to_dict(), "ood": self.ood, "created_at": self.created_at,
-            "info": self.info,
+            "info": self.info, "ladder": self.ladder,
         }
 
     @classmethod
@@ -707,7 +771,7 @@ class RouterConfig:
                 member=str(d["member"]), labels=list(d["labels"]),
                 threshold=Threshold.from_dict(d["threshold"]), ood=d.get("ood"),
                 format_version=version, created_at=float(d.get("created_at", 0.0)),
-                info=dict(d.get("info", {})),
+                info=dict(d.get("info", {})), ladder=[str(m) for m in d.get("ladder", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(
@@ -769,8 +833,7 @@ def crossfit_scores(
     stopping and the temperature) and scores the part it never saw.  Every labeled text then has a
     confidence from a student that did not learn it: a calibration set as large as the pool.
     """
-    if not 2 <= folds <= 20:
-        raise ConfigError(f"calibration folds must be between 2 and 20, found {folds}", hint="e.g. --folds 5")
+    check_settings({"folds": folds})
     rng = np.random.default_rng(seed)
     fold_of = _stratified_folds(labeled.hard, folds, rng)
     conf = np.zeros(len(labeled), dtype=np.float64)
@@ -837,6 +900,98 @@ def load_calibration(folder: Path) -> tuple[np.ndarray, np.ndarray, str] | None:
         raise ArtifactError(f"{path}: not a readable calibration file ({exc})", hint=REFIT_HINT) from None
 
 
+# ---------------------------------------------------------------------------------------------
+# A cascade through the ladder
+
+LADDER_CALIBRATION_FILE = "ladder_calibration.npz"
+
+
+def ladder_answers(
+    conf: Sequence[np.ndarray], agree: Sequence[np.ndarray], threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(answered, agreed) per input when every rung, cheapest first, answers at ``confidence >= threshold``.
+
+    An input is answered by the first rung confident enough; ``agreed`` is that rung's agreement.
+    """
+    answered = np.zeros(np.asarray(conf[0]).size, dtype=bool)
+    agreed = np.zeros_like(answered)
+    for c, a in zip(conf, agree, strict=True):
+        mine = ~answered & (np.asarray(c) >= threshold)
+        agreed |= mine & np.asarray(a, dtype=bool)
+        answered |= mine
+    return answered, agreed
+
+
+def certify_ladder(
+    conf: Sequence[np.ndarray],
+    agree: Sequence[np.ndarray],
+    *,
+    target: float,
+    level: float = 0.95,
+    grid_size: int = DEFAULT_GRID_SIZE,
+) -> Threshold:
+    """The confidence threshold of a cascade through the ladder, certified for the whole cascade.
+
+    ``ngram → static → teacher``: the cheapest rung answers the inputs on which its confidence is at
+    least the threshold, the next rung sees the rest, and what no rung answers goes to the teacher.
+    One threshold for every rung: each rung is temperature-calibrated, so a confidence means about
+    the same on each, and one threshold keeps the certificate one-dimensional (full power, no
+    correction across rungs).  The OOD guard is shared: ``conf[r]`` is ``-inf`` on flagged inputs.
+
+    **The guarantee.**  The candidates are the thresholds at which the cascade answers ``1/grid_size,
+    2/grid_size, …`` of the calibration inputs (set by the rungs' confidences alone, before any
+    agreement is looked at); at each, the cascade's answered inputs and their agreement with the
+    teacher (each input's agreement is that of the rung that answers it) are tested with the one-sided
+    Clopper–Pearson bound by the fallback procedure, as for one student
+    (:func:`calibrate_threshold`), and the widest candidate that passes is kept.  So, with
+    probability at least ``level``, the agreement with the teacher on everything the cascade answers
+    locally is at least ``target``.  ``tests/test_ladder_cascade.py`` measures the violation rate.
+
+    ``conf[r]`` and ``agree[r]``: rung ``r``'s confidence and agreement on the same calibration inputs.
+    """
+    _check_target(target)
+    _check_level(level)
+    if not conf or len(conf) != len(agree):
+        raise ConfigError(f"a ladder needs one score array per rung, found {len(conf)} and {len(agree)}")
+    n = int(np.asarray(conf[0]).size)
+    if any(np.asarray(c).size != n for c in (*conf, *agree)):
+        raise ConfigError("every rung must be scored on the same calibration inputs")
+    top = np.max(np.stack([np.asarray(c, dtype=np.float64) for c in conf]), axis=0)
+    candidates = _coverage_thresholds(top, coverage_grid(grid_size))
+    counts = [ladder_answers(conf, agree, float(t)) for t in candidates]
+    n_t = np.array([int(a.sum()) for a, _ in counts], dtype=np.int64)
+    k_t = np.array([int(g.sum()) for _, g in counts], dtype=np.int64)
+    return _widest_passing(n, candidates, n_t, k_t, target=target, level=level, method="ladder-ltt-fallback")
+
+
+def save_ladder_calibration(folder: Path, members: Sequence[str], conf: Sequence[np.ndarray],
+                            agree: Sequence[np.ndarray]) -> Path:
+    """Write every rung's calibration scores (no texts), so that a new target can be certified later."""
+    path = folder / LADDER_CALIBRATION_FILE
+    arrays: dict[str, np.ndarray] = {"members": np.array(list(members))}
+    for r, (c, a) in enumerate(zip(conf, agree, strict=True)):
+        arrays[f"conf_{r}"] = np.asarray(c, dtype=np.float64)
+        arrays[f"agree_{r}"] = np.asarray(a, dtype=bool)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
+    tmp.replace(path)
+    return path
+
+
+def load_ladder_calibration(folder: Path) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """(members, confidences, agreements) as :func:`save_ladder_calibration` wrote them."""
+    path = folder / LADDER_CALIBRATION_FILE
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            members = [str(m) for m in data["members"]]
+            conf = [np.asarray(data[f"conf_{r}"]) for r in range(len(members))]
+            agree = [np.asarray(data[f"agree_{r}"], dtype=bool) for r in range(len(members))]
+            return members, conf, agree
+    except (OSError, KeyError, ValueError) as exc:
+        raise ArtifactError(f"{path}: missing or not a readable ladder calibration file ({exc})",
+                            hint=REFIT_HINT) from None
+
+
 def fit_router(
     artifact_dir: str | Path,
     train_texts: Sequence[str] | None,
@@ -846,7 +1001,7 @@ def fit_router(
     threshold: float | None = None,
     member: str | None = None,
     ood_method: OODMethod = "knn",
-    k: int = 10,
+    k: int = 3,
     ood_quantile: float = 0.99,
     max_reference: int = 5000,
     seed: int = 0,
@@ -857,6 +1012,7 @@ def fit_router(
     certificate: Certificate = "ltt",
     grid_size: int = DEFAULT_GRID_SIZE,
     ood_space: str = "auto",
+    ladder: Sequence[str] = (),
 ) -> RouterConfig:
     """Fit the router of an artifact and write ``router.json`` (+ ``ood.npz``, ``calibration.npz``).
 
@@ -871,6 +1027,11 @@ def fit_router(
     whole ``labeled`` pool, out-of-fold scores of ``folds`` copies of the member
     (:func:`crossfit_scores`); otherwise the member's own scores on ``artifact.heldout()``.  Held-out
     inputs the OOD guard flags are never answered.  ``threshold`` given: its numbers are only reported.
+
+    ``ladder``: cheaper members that answer first, in order, before ``member`` (a cascade through the
+    ladder, e.g. ``ladder=("ngram",), member="static"``); each is scored on the same calibration inputs
+    and one threshold is certified for the whole cascade (:func:`certify_ladder`); every rung's scores
+    go to ``ladder_calibration.npz``.
     """
     from distil.artifact import load_artifact
 
@@ -892,7 +1053,13 @@ def fit_router(
     conf, agree, kind = _calibration_scores(
         art, name, student, heldout, h_flag, labeled, calibration=calibration, folds=folds, seed=seed
     )
-    if threshold is not None:
+    rungs = _check_ladder(art, name, ladder, certificate)
+    if rungs:
+        scores = [_calibration_scores(art, m, art.student(m), heldout, h_flag, labeled, calibration=calibration,
+                                      folds=folds, seed=seed) for m in rungs]
+        thr = _ladder_threshold(art.path, [*rungs, name], [*scores, (conf, agree, kind)], target_agreement, level,
+                                threshold, grid_size)
+    elif threshold is not None:
         thr = evaluate_threshold(conf, agree, threshold, target=target_agreement, level=level)
     else:
         thr = calibrate_threshold(
@@ -904,10 +1071,48 @@ def fit_router(
         info={"heldout": len(heldout), "heldout_ood_flagged": int(h_flag.sum()),
               "calibration": kind, "calibration_n": int(conf.size), "folds": folds if kind == "crossfit" else 0,
               "calibration_agreement_all": float(agree.mean())},
+        ladder=rungs,
     )
+    if not rungs:
+        (art.path / LADDER_CALIBRATION_FILE).unlink(missing_ok=True)
     _save_router(art.path, cfg, ood, conf, agree, kind)
     log.info("router for %s: %s", art.path, thr.describe())
     return cfg
+
+
+def _check_ladder(art: Artifact, routed: str, ladder: Sequence[str], certificate: Certificate) -> list[str]:
+    """The ladder's members, checked: trained members of the artifact, distinct, not the routed one."""
+    rungs = list(ladder)
+    if not rungs:
+        return []
+    bad = [m for m in rungs if m not in art.members() or m == routed] + [m for m in set(rungs) if rungs.count(m) > 1]
+    if bad:
+        raise ConfigError(
+            f"the cascade's rungs {[*rungs, routed]} must be distinct trained members of the artifact "
+            f"(it has {art.members()}); not usable: {sorted(set(bad))}",
+            hint="e.g. --cascade ngram,static, with both in --students",
+        )
+    if certificate != "ltt":
+        raise ConfigError("a cascade through the ladder is certified by Learn-then-Test only (certificate 'ltt')")
+    return rungs
+
+
+def _ladder_threshold(
+    folder: Path, members: list[str], scores: list[tuple[np.ndarray, np.ndarray, str]], target: float,
+    level: float, threshold: float | None, grid_size: int,
+) -> Threshold:
+    """The cascade's certified (or given) threshold from every rung's calibration scores; the scores saved."""
+    kinds = {kind for _, _, kind in scores}
+    if len(kinds) > 1:
+        raise ConfigError(
+            f"the cascade's rungs {members} were calibrated differently ({sorted(kinds)}): one of them cannot "
+            "be cross-fitted", hint="use --calibration heldout, or leave finetune out of the cascade",
+        )
+    conf, agree = [c for c, _, _ in scores], [a for _, a, _ in scores]
+    save_ladder_calibration(folder, members, conf, agree)
+    if threshold is not None:
+        return _given_ladder_threshold(conf, agree, threshold, target, level)
+    return certify_ladder(conf, agree, target=target, level=level, grid_size=grid_size)
 
 
 def _ood_space(art: Artifact, routed: str, wanted: str) -> str:
@@ -978,17 +1183,24 @@ def _save_router(
 
 
 class Router:
-    """A student, its confidence threshold and its OOD guard: decides who answers each input."""
+    """A student (or a ladder of them), the confidence threshold and the OOD guard: who answers each input.
+
+    ``ladder``: the students of ``config.ladder``, cheaper than ``student``; each answers, in order,
+    the inputs it is confident on, and ``student`` sees the rest (:func:`certify_ladder`).
+    """
 
     def __init__(
         self, student: Student, config: RouterConfig, ood: OODDetector | None = None,
-        ood_student: Student | None = None,
+        ood_student: Student | None = None, ladder: Sequence[Student] = (),
     ) -> None:
         self.student = student
         self.config = config
         self.ood = ood
         self.ood_student = ood_student or student  # whose features the guard scores
         self.labels = list(student.classes_)
+        self.ladder = list(ladder)
+        if len(self.ladder) != len(config.ladder):
+            raise ArtifactError(f"router: {len(config.ladder)} ladder members named, {len(self.ladder)} given")
 
     @property
     def threshold(self) -> float:
@@ -1023,6 +1235,7 @@ class Router:
                     hint=REFIT_HINT,
                 )
             student = art.student(cfg.member)
+            ladder = [art.student(m) for m in _ladder_members(art, cfg)]
             ood = OODDetector.load(art.path, cfg.ood) if cfg.ood else None
             space = (cfg.ood or {}).get("space") or cfg.member
             ood_student = art.student(space) if space != cfg.member else student
@@ -1039,15 +1252,16 @@ class Router:
             )
             ood = None
             ood_student = student
+            ladder = []
             log.warning(
                 "%s has no %s: calibrating the threshold now, without an OOD guard", art.path, ROUTER_FILE
             )
-        if list(student.classes_) != list(cfg.labels):
+        if any(list(s.classes_) != list(cfg.labels) for s in (student, *ladder)):
             raise ArtifactError(
                 f"{art.path / ROUTER_FILE}: label order differs from the student's",
                 hint=REFIT_HINT,
             )
-        router = cls(student, cfg, ood, ood_student)
+        router = cls(student, cfg, ood, ood_student, ladder)
         recalibrate = threshold is not None or not has_router or (
             target_agreement is not None and target_agreement != cfg.threshold.target
         ) or (level is not None and level != cfg.threshold.level)
@@ -1059,6 +1273,9 @@ class Router:
         return router
 
     def _recalibrate(self, art: Artifact, *, target: float, level: float, threshold: float | None) -> None:
+        if self.config.ladder:
+            self.config.threshold = _recertify_ladder(art.path, self.config, target, level, threshold)
+            return
         stored = load_calibration(art.path) if (art.path / ROUTER_FILE).exists() else None
         if stored is not None:
             conf, agree, _ = stored
@@ -1076,34 +1293,87 @@ class Router:
         self.config.threshold = thr
 
     def decide(self, texts: Sequence[str]) -> list[Decision]:
-        """Route each text: the student's answer, its confidence, the OOD flag, and who should answer."""
+        """Route each text: the answer, its confidence, the OOD flag, who should answer, and which member.
+
+        The ladder's members run first, each on the inputs the ones before it did not answer; an input
+        the guard flags stops at the first member (its answer is only a fallback for a failed teacher).
+        """
         texts = list(texts)
         if not texts:
             return []
-        proba = np.asarray(self.student.predict_proba(texts), dtype=np.float64)
+        flags, oscore = self._ood_flags(texts)
+        n, thr = len(texts), self.threshold
+        top, conf = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.float64)
+        member: list[str | None] = [None] * n
+        answered = np.zeros(n, dtype=bool)
+        pending = np.arange(n)
+        for name, student in zip(self.config.rungs, [*self.ladder, self.student], strict=True):
+            if pending.size == 0:
+                break
+            proba = self._proba(student, [texts[i] for i in pending])
+            top[pending] = proba.argmax(axis=1)
+            conf[pending] = proba[np.arange(pending.size), top[pending]]
+            for i in pending:
+                member[i] = name
+            ok = ~flags[pending] & (conf[pending] >= thr)
+            answered[pending[ok]] = True
+            pending = pending[~ok & ~flags[pending]]
+        return [
+            Decision(
+                label=self.labels[int(top[i])], score=float(conf[i]), confidence=float(conf[i]),
+                ood=bool(flags[i]), source="student" if answered[i] else "teacher",
+                ood_score=float(oscore[i]) if oscore is not None else None, member=member[i],
+            )
+            for i in range(n)
+        ]
+
+    def _ood_flags(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(flagged, OOD score) per text; nothing flagged without a guard."""
+        if self.ood is None:
+            return np.zeros(len(texts), dtype=bool), None
+        oscore = self.ood.score(self.ood_student.features(texts))
+        return oscore > self.ood.threshold_, oscore
+
+    def _proba(self, student: Student, texts: list[str]) -> np.ndarray:
+        proba = np.asarray(student.predict_proba(texts), dtype=np.float64)
         if proba.shape != (len(texts), len(self.labels)):
             raise ArtifactError(
                 f"student returned probabilities of shape {proba.shape} for {len(texts)} texts and "
                 f"{len(self.labels)} labels"
             )
-        top = proba.argmax(axis=1)
-        conf = proba[np.arange(len(texts)), top]
-        if self.ood is not None:
-            oscore = self.ood.score(self.ood_student.features(texts))
-            flags = oscore > self.ood.threshold_
-        else:
-            oscore = None
-            flags = np.zeros(len(texts), dtype=bool)
-        thr = self.threshold
-        out: list[Decision] = []
-        for i in range(len(texts)):
-            is_ood = bool(flags[i])
-            ok = (not is_ood) and bool(conf[i] >= thr)
-            out.append(
-                Decision(
-                    label=self.labels[int(top[i])], score=float(conf[i]), confidence=float(conf[i]),
-                    ood=is_ood, source="student" if ok else "teacher",
-                    ood_score=float(oscore[i]) if oscore is not None else None,
-                )
-            )
-        return out
+        return proba
+
+
+def _ladder_members(art: Artifact, cfg: RouterConfig) -> list[str]:
+    """``cfg.ladder``, each checked to be a member of the artifact."""
+    missing = [m for m in cfg.ladder if m not in art.members()]
+    if missing:
+        raise ArtifactError(
+            f"{art.path / ROUTER_FILE}: its ladder names {missing}, which the artifact does not hold "
+            f"(it has {art.members()})",
+            hint=REFIT_HINT,
+        )
+    return list(cfg.ladder)
+
+
+def _recertify_ladder(
+    folder: Path, cfg: RouterConfig, target: float, level: float, threshold: float | None
+) -> Threshold:
+    """A ladder router's threshold for a new target or level (or a given threshold's numbers), from stored scores."""
+    members, conf, agree = load_ladder_calibration(folder)
+    if members != cfg.rungs:
+        raise ArtifactError(
+            f"{folder / LADDER_CALIBRATION_FILE}: scores for {members}, but the router routes {cfg.rungs}",
+            hint=REFIT_HINT,
+        )
+    if threshold is None:
+        return certify_ladder(conf, agree, target=target, level=level)
+    return _given_ladder_threshold(conf, agree, threshold, target, level)
+
+
+def _given_ladder_threshold(
+    conf: list[np.ndarray], agree: list[np.ndarray], threshold: float, target: float, level: float
+) -> Threshold:
+    """The numbers of a given threshold on the cascade (a single test, as :func:`evaluate_threshold`)."""
+    answered, agreed = ladder_answers(conf, agree, threshold)
+    return evaluate_threshold(np.where(answered, threshold, -np.inf), agreed, threshold, target=target, level=level)

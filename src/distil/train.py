@@ -79,9 +79,11 @@ class TrainResult:
         lines.append(f"chosen: {self.chosen}" + (f" ({self.selection_reason})" if self.selection_reason else ""))
         if self.router is not None:
             t = self.router.threshold
+            rungs = self.router.rungs if self.router.ladder else []
             lines.append(
                 f"router: confidence threshold {t.value:.4f} for agreement >= {t.target} "
                 f"(95% lower bound {t.lower_bound:.4f}); expected share sent to the teacher {t.teacher_share:.1%}"
+                + (f"; cascade {' → '.join(rungs)} → teacher" if rungs else "")
             )
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -371,6 +373,13 @@ class _Run:
     stage: Path | None = None  # where this run writes the new artifact (swapped in for ``out`` at the end)
 
 
+def check_routing(routing: dict[str, Any], router_target: float | None = None) -> None:
+    """Refuse router settings outside their range before anything is trained (:func:`distil.route.check_settings`)."""
+    from distil.route import check_settings
+
+    check_settings({**routing, "target_agreement": router_target})
+
+
 def _check_options(students: Sequence[str], heldout_frac: float) -> None:
     if not students:
         raise DataError("train: no students to train", hint=f"choose some of {', '.join(LADDER)}")
@@ -616,7 +625,7 @@ def _select(ladder: list[dict[str, Any]], data: _Data, options: dict[str, Any], 
 #: student's ``.checkpoints``, files a user put there) is carried over to the new one.
 ARTIFACT_ENTRIES = frozenset({
     "config.json", "labels.json", "ladder.json", "README.md", "heldout.parquet", "ladder", "router.json",
-    "ood.npz", "calibration.npz", "train_texts.sha256",
+    "ood.npz", "calibration.npz", "ladder_calibration.npz", "train_texts.sha256",
 })
 
 
@@ -837,6 +846,7 @@ def train(
     out = Path(out)
     run = _Run(out, students, seed, hard, resume, params or {}, core_hour_usd, progress or (lambda _m: None), [])
     _check_options(students, heldout_frac)
+    check_routing(routing or {}, router_target)
     sample = random_heldout(labeled)
     data = _split_data(_check_data(labeled, run.warnings), heldout_frac, seed, validation, sample)
     routing = dict(routing or {})

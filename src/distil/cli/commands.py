@@ -54,15 +54,40 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["router_target"] = args.router_target
     if args.include_source:
         kwargs["include_sources"] = tuple(args.include_source)
+    rungs = _cascade_rungs(args.cascade, kwargs.get("students"))
     routing = {
         key: value
         for key, value in (("level", args.level), ("calibration", args.calibration), ("folds", args.folds),
-                           ("grid_size", args.grid_size))
+                           ("grid_size", args.grid_size), ("ood_quantile", args.ood_quantile), ("k", args.ood_k),
+                           ("ood_space", args.ood_space))
         if value is not None
     }
+    from distil.train import check_routing
+
+    check_routing(routing, args.router_target)  # before anything is trained
+    if rungs:
+        routing.update(member=rungs[-1], ladder=tuple(rungs[:-1]))
     if routing:
         kwargs["routing"] = routing
     return kwargs
+
+
+def _cascade_rungs(spec: str | None, students: tuple[str, ...] | None) -> list[str]:
+    """``--cascade ngram,static`` as a list of members, each one that this run trains."""
+    if not spec:
+        return []
+    from distil.students.base import LADDER
+
+    rungs = [r.strip() for r in spec.split(",") if r.strip()]
+    trained = students or LADDER
+    bad = [r for r in rungs if r not in trained] + [r for r in set(rungs) if rungs.count(r) > 1]
+    if len(rungs) < 2 or bad:
+        raise ConfigError(
+            f"--cascade: expected two or more distinct students that this run trains ({', '.join(trained)}), "
+            f"found {spec!r}",
+            hint="e.g. --cascade ngram,static (cheapest first)",
+        )
+    return rungs
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -101,6 +101,16 @@ def _add_train(sub: Subparsers) -> None:
     s.add_argument("--folds", type=int, help="cross-fitting folds (default 5)")
     s.add_argument("--grid-size", type=int,
                    help="candidate thresholds answering 1/N, 2/N, … of the calibration inputs (default 20)")
+    s.add_argument("--cascade", metavar="RUNGS",
+                   help="serve a cascade through the ladder, cheapest first, e.g. ngram,static: each rung "
+                   "answers what it is confident on, the next sees the rest, the teacher the remainder; "
+                   "one threshold certified for the whole cascade")
+    s.add_argument("--ood-quantile", type=float,
+                   help="the OOD guard flags inputs less typical than this share of in-distribution texts "
+                   "(default 0.99: about 1%% of normal traffic goes to the teacher)")
+    s.add_argument("--ood-k", type=int, help="the OOD guard's k-th nearest neighbour (default 3)")
+    s.add_argument("--ood-space", help="the ladder member whose features the OOD guard scores "
+                   "(default auto: static, else encoder, else the routed student)")
     s.add_argument("--hard", action="store_true", help="train on the teacher's argmax only (ablation)")
     s.add_argument("--include-source", action="append", metavar="SOURCE",
                    help="also train on answers asked for SOURCE (eval, valid); by default only labeling runs, "

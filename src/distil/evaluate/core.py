@@ -250,6 +250,7 @@ def _cascade_step(
         served = served_block(
             setup.art.path, rows.texts, rows.t_pred, rows.gold, setup.labels, setup.warnings,
             student_cost_per_1m=finite(ladder.chosen.cost_per_1m), teacher_cost_per_1m=finite(teacher.cost.cost_per_1m),
+            member_costs={m.name: finite(m.cost_per_1m) for m in ladder.members},
         )
     return cascade, served
 

@@ -8,6 +8,7 @@ replays the served system (router.json's stored threshold and OOD guard, the sam
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +77,17 @@ def served_block(
     *,
     student_cost_per_1m: float | None = None,
     teacher_cost_per_1m: float | None = None,
+    member_costs: Mapping[str, float | None] | None = None,
 ) -> dict[str, Any] | None:
     """What the served cascade (router.json's threshold + OOD guard) answers on the test rows.
 
-    Adds the 95% Clopper–Pearson interval of the agreement on what the student answered alone, and
-    the cost of 1M requests served this way (the student on every input, the teacher on the rest)
-    next to the teacher alone.  None, with a warning, when the artifact has no router.
+    Adds the 95% Clopper–Pearson interval of the agreement on what the student answered alone, the
+    share each rung of a cascade through the ladder answered and ran on (``rungs``), and the cost of 1M
+    requests served this way (each rung on the inputs that reach it, the teacher on the rest) next to
+    the teacher alone.  ``member_costs``: $ per 1M predictions per member (else ``student_cost_per_1m``
+    for the routed one).  None, with a warning, when the artifact has no router.
     """
-    from distil.cascade import Cascade, served_summary
+    from distil.cascade import Cascade, rung_shares, served_summary
 
     if not (artifact / "router.json").exists():
         warnings.append("the artifact has no router.json: what the served system does is not measured")
@@ -96,13 +100,18 @@ def served_block(
     threshold = cascade.router.config.threshold
     local = [a.source == "student" for a in answers]
     agreed = sum(a.label == t for a, t, here in zip(answers, teacher_labels, local, strict=True) if here)
+    rungs = rung_shares(answers, cascade.router.config.rungs)
+    costs = {cascade.router.config.member: student_cost_per_1m, **(member_costs or {})}
+    for rung in rungs:
+        rung["cost_per_1m"] = costs.get(rung["member"])
     return {
         "threshold": None if not math.isfinite(threshold.value) else threshold.value,
         "target_agreement": threshold.target,
         "ood_guard": cascade.router.ood is not None,
         **summary,
+        "rungs": rungs,
         "local_agreement_ci": _binomial_interval(agreed, sum(local)),
-        "cost_per_1m": _served_cost(summary["coverage"], student_cost_per_1m, teacher_cost_per_1m),
+        "cost_per_1m": _served_cost(summary["coverage"], rungs, teacher_cost_per_1m),
         "teacher_cost_per_1m": teacher_cost_per_1m,
     }
 
@@ -123,8 +132,8 @@ def _binomial_interval(k: int, n: int, level: float = 0.95) -> list[float] | Non
     return [round(lo, 6), round(hi, 6)]
 
 
-def _served_cost(coverage: float | None, student: float | None, teacher: float | None) -> float | None:
-    """$ per 1M requests: the student on every input, the teacher on the share it does not answer."""
-    if coverage is None or student is None or teacher is None:
+def _served_cost(coverage: float | None, rungs: Sequence[Mapping[str, Any]], teacher: float | None) -> float | None:
+    """$ per 1M requests: each rung on the share of inputs that reach it, the teacher on what none answers."""
+    if coverage is None or teacher is None or any(r.get("cost_per_1m") is None for r in rungs):
         return None
-    return student + (1.0 - coverage) * teacher
+    return sum(float(r["reached"]) * float(r["cost_per_1m"]) for r in rungs) + (1.0 - coverage) * teacher

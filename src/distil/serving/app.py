@@ -176,7 +176,7 @@ def readiness(st: ServerState, ok: bool) -> dict[str, Any]:
     return {
         "ready": ok, "student": st.router.config.member, "threshold": threshold if local else None,
         "answers_locally": local, "ood_guard": st.router.ood is not None, "teacher": teacher,
-        "degraded": reasons,
+        "degraded": reasons, "rungs": st.router.config.rungs,
     }
 
 

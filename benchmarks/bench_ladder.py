@@ -1,0 +1,108 @@
+"""Ladder-cascade benchmark: ngram alone, static alone, and ngram → static → teacher, side by side.
+
+One ``ngram+static`` artifact per stream (the streams of ``bench_cascade.py``: banking77 with a
+teacher that answers 2% of inputs at random, clinc150 with its 1,000 out-of-scope queries), three
+routers certified on it in turn (cross-fitted calibration over the whole pool, Learn-then-Test, the
+guard in the static space), and on the test set for each target:
+
+* the share answered locally, in all and per rung, and the agreement with the teacher on it;
+* the out-of-scope share answered locally (clinc150);
+* the cost of 1M requests: each rung's CPU cost on the inputs that reach it, the teacher's token cost
+  on the rest (gpt-4o-mini at 150 prompt + 5 output tokens), against the teacher alone.
+
+Run::
+
+    .venv/bin/python benchmarks/bench_ladder.py [--sets noisy,clinc150] [--targets 0.95,0.99]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from bench_cascade import CORE_HOUR_USD, DATA, TEACHER_COST_1M, Stream, load_streams, teacher_probs
+from tables import markdown_table
+
+from distil.artifact import load_artifact
+from distil.cascade import Cascade, rung_shares
+from distil.cost import cpu_cost_per_1m
+from distil.data import LabeledSet
+from distil.route import Router, RoutingWarning, fit_router
+from distil.train import train
+
+ROUTERS = {"ngram alone": ((), "ngram"), "static alone": ((), "static"), "ngram → static": (("ngram",), "static")}
+
+
+def build(stream: Stream, out: Path, seed: int) -> LabeledSet:
+    """Train the ngram+static artifact on the stream's pool (the teacher's answers as soft labels)."""
+    labels = sorted({g for _, g in stream.pool} | {g for _, g in stream.test})
+    texts = list(dict.fromkeys(t for t, _ in stream.pool))
+    answer = dict(stream.pool)
+    labeled = LabeledSet(texts, teacher_probs([answer[t] for t in texts], labels), labels, teacher="bench")
+    if not (out / "config.json").exists():
+        train(labeled, out, students=("ngram", "static"), seed=seed)
+    return labeled
+
+
+def measure(router: Router, stream: Stream, costs: dict[str, float]) -> list[str]:
+    """Local share (per rung), agreement on it, OOS answered locally, cascade cost, for one router."""
+    test_texts, answers = [t for t, _ in stream.test], [g for _, g in stream.test]
+    served = Cascade(router).served_on(test_texts, answers)
+    local = np.array([s.source == "student" and not s.degraded for s in served])
+    agree = np.array([s.label == a for s, a in zip(served, answers, strict=True)])
+    off = router.decide(stream.off_topic)
+    rungs = rung_shares(served, router.config.rungs)
+    cost = sum(r["reached"] * costs[r["member"]] for r in rungs) + (1 - local.mean()) * TEACHER_COST_1M
+    return [f"{local.mean():.1%}", " + ".join(f"{r['answered']:.1%}" for r in rungs),
+            f"{agree[local].mean():.4f}" if local.any() else "nan",
+            f"{np.mean([d.source == 'student' for d in off]):.1%}", f"${cost:.2f}"]
+
+
+def run_stream(stream: Stream, targets: list[float], root: Path, seed: int) -> list[list[str]]:
+    out = root / stream.name.split(",")[0].replace(" ", "_") / ("noisy" if "random" in stream.name else "gold")
+    t0 = time.perf_counter()
+    labeled = build(stream, out, seed)
+    art = load_artifact(out)
+    costs = {r["name"]: cpu_cost_per_1m(float(r["ms_per_pred"]) / 1000, CORE_HOUR_USD) for r in art.ladder}
+    held = set(art.heldout().texts)
+    train_texts = [t for t in labeled.texts if t not in held]
+    rows = []
+    for name, (ladder, member) in ROUTERS.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RoutingWarning)
+            fit_router(out, train_texts, target_agreement=targets[0], labeled=labeled, seed=seed, member=member,
+                       ladder=ladder)
+            for target in targets:
+                router = Router.load(out, target_agreement=target)
+                rows.append([stream.name, str(target), name, *measure(router, stream, costs)])
+    print(f"{stream.name}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--sets", default="noisy,clinc150")
+    ap.add_argument("--targets", default="0.95,0.99")
+    ap.add_argument("--out", default="runs/bench_ladder")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if not DATA.exists():
+        print(f"datasets not found under {DATA}", file=sys.stderr)
+        return 2
+    targets = [float(x) for x in args.targets.split(",")]
+    rows: list[list[str]] = []
+    for stream in load_streams(args.sets.split(","), args.seed):
+        rows += run_stream(stream, targets, Path(args.out), args.seed)
+    header = ["data", "target", "router", "answered locally", "per rung", "agreement (answered)",
+              "off-topic answered locally", "cascade $/1M"]
+    print(markdown_table(header, rows))
+    print(f"\nteacher alone: ${TEACHER_COST_1M:.2f} per 1M requests")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
