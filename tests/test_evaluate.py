@@ -632,3 +632,33 @@ def test_one_rule_for_gold_cells_in_every_reader() -> None:
         assert "read_inputs(" in source and "read_table(" not in source, module.__name__
     cells = (3.0, 3, " 3 ", 2.5, True, None, [1])
     assert [data.gold_text(v) for v in cells] == ["3", "3", "3", "2.5", "True", None, None]
+
+
+@pytest.mark.slow
+def test_an_off_topic_file_reports_the_share_the_student_answers_alone(e2e: dict[str, object]) -> None:
+    from conftest import banking77
+
+    from distil.cascade import Cascade
+    from distil.evaluate import evaluate
+    from distil.journal import Journal
+
+    tmp = Path(str(e2e["tmp"]))
+    task = e2e["task"]
+    assert isinstance(task, Task)
+    known = set(task.label_names)
+    others = [*[t for t, lab in banking77("test") if lab not in known][:120], "what is the weather in Paris"]
+    off = _csv(tmp / "off.csv", [{"text": t} for t in others])
+    m = evaluate(tmp / "students", Path(str(e2e["test"])), task=task, n_resamples=50, timing_budget_s=0.1,
+                 report=False, off_topic=off)
+    with Journal(task.journal_path) as j:
+        asked = {r.text for r in j.rows()}
+    assert not asked & set(others)  # the teacher is asked nothing about off-topic texts
+    got = m["served"]["off_topic"]
+    decisions = Cascade.load(tmp / "students").decide(others)
+    assert got["n"] == len(others) and got["source"] == str(off)
+    assert got["answered_locally"] == pytest.approx(sum(d.source == "student" for d in decisions) / len(others))
+    lo, hi = got["answered_locally_ci"]
+    assert lo <= got["answered_locally"] <= hi
+    from distil.evaluate.decision import served_line
+
+    assert f"of {len(others)} off-topic texts alone" in served_line(m)

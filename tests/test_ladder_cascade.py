@@ -135,5 +135,10 @@ def test_the_server_answers_through_the_ladder(ladder_artifact: tuple[Path, Any]
         r = c.post("/v1/classify", json={"inputs": ls.texts[:40]})
         assert r.status_code == 200, r.text
         answers = r.json()
+        metrics = c.get("/metrics").text
     local = [a for a in answers if not a["degraded"]]
     assert local and all(a["member"] in ("ngram", "static") for a in local)
+    for member in ("ngram", "static"):  # one counter per rung, as many as it answered
+        n = sum(a["member"] == member for a in local)
+        line = f'distil_rung_answers_total{{member="{member}"}} {n}'
+        assert (line in metrics) if n else ("member=\"" + member not in metrics), metrics

@@ -207,5 +207,8 @@ def test_the_report_shows_the_served_system_next_to_the_curve() -> None:
     served = render_report(m, disagreements=[])
     assert "… by the ngram rung (it ran on 100.0%)" in served and "… by the static rung (it ran on 48.0%)" in served
     assert "21.1%" in served
+    m["served"]["off_topic"] = {"source": "/data/off.csv", "n": 153, "answered_locally": 0.634,
+                                "answered_locally_ci": [0.55, 0.71], "flagged": 0.32}
+    assert "off-topic texts answered by the student alone (153 from off.csv)" in render_report(m, disagreements=[])
     m.pop("served")
     assert "The served system was not measured" in render_report(m, disagreements=[])

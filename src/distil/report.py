@@ -368,6 +368,10 @@ def _served_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
     if s.get("accuracy") is not None:
         rows.append(("accuracy of all served answers (gold)", _pct(s.get("accuracy"))))
+    off = s.get("off_topic")
+    if off:
+        rows.append((f"off-topic texts answered by the student alone ({off['n']} from {Path(off['source']).name})",
+                     _pct(off["answered_locally"])))
     rows.append(("$ per 1M requests: cascade / teacher alone",
                  f"{_money(s.get('cost_per_1m'))} / {_money(s.get('teacher_cost_per_1m'))}"))
     return rows

@@ -138,7 +138,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate(
         Path(args.artifact), Path(args.test), task=load_task(args.task) if args.task else None,
         label_column=args.label_column, text_column=args.text_column, out=Path(args.out),
-        allow_overlap=args.allow_overlap,
+        allow_overlap=args.allow_overlap, off_topic=Path(args.off_topic) if args.off_topic else None,
     )
     print_verdict(metrics)
     out.print(f"metrics: {Path(args.out) / 'metrics.json'}\nreport: {Path(args.out) / 'report.html'}")

@@ -141,6 +141,8 @@ def _add_eval(sub: Subparsers) -> None:
     s.add_argument("--out", required=True)
     s.add_argument("--allow-overlap", action="store_true",
                    help="print the verdict even when test texts were in the student's training data")
+    s.add_argument("--off-topic", metavar="FILE",
+                   help="texts the task has no label for: reports the share the student would answer alone")
     s.set_defaults(fn=cmd_eval)
 
 

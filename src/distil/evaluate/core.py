@@ -21,7 +21,7 @@ import numpy as np
 from distil.cost import Price, cost_ratio, load_prices
 from distil.embcache import caching
 from distil.errors import ConfigError
-from distil.evaluate.curve import cascade_curve, served_block
+from distil.evaluate.curve import cascade_curve, off_topic_block, served_block
 from distil.evaluate.decision import targets
 from distil.evaluate.intervals import paired_intervals
 from distil.evaluate.members import Ladder, measure_members
@@ -125,6 +125,7 @@ def evaluate(
     teacher_timing_texts: int = 64,
     report: bool = True,
     allow_overlap: bool = False,
+    off_topic: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measure teacher and students of ``artifact_dir`` on ``test_path``; return metrics.json's dict.
 
@@ -136,6 +137,10 @@ def evaluate(
     not asked again.  ``prices`` extends the price table (:func:`distil.cost.load_prices`);
     ``core_hour_usd`` prices CPU time.  With ``out``, writes ``metrics.json``,
     ``disagreements.json`` and (``report=True``) ``report.html`` there.
+
+    ``off_topic``: a file of texts the task has no label for (read by the same rule as the test
+    file); metrics.json's ``served.off_topic`` gives the share the served system answers with the
+    student alone — each of those is an off-topic text answered as if it were in scope.
 
     Test texts the ladder saw in training (the artifact's ``train_texts.sha256``) are counted in
     ``overlap``; when there are any, the verdict is withheld (``verdict_withheld``) unless
@@ -160,6 +165,8 @@ def evaluate(
     scores = _score(ladder, rows, ref, setup.labels, opts)
     # 5. the cascade curve and the served system
     cascade, served = _cascade_step(setup, rows, ladder, teacher_rec)
+    if served is not None and off_topic is not None:
+        served["off_topic"] = _off_topic_step(setup, Path(off_topic), text_column)
     worst = disagreements(rows.uniques, rows.rows, rows.row_numbers, rows.t_probs, ladder.chosen_probs, rows.gold,
                           setup.labels)
     # 6. ratios, target decision and warnings in one record; 7. metrics.json's dict with the verdict
@@ -170,6 +177,18 @@ def evaluate(
     if out is not None:
         _write(Path(out), metrics, worst, report=report)
     return metrics
+
+
+def _off_topic_step(setup: _Setup, path: Path, text_column: str | None) -> dict[str, Any]:
+    """Step 5b: the off-topic file through the served system (no teacher asked)."""
+    from distil.data import read_inputs
+    from distil.errors import DataError
+
+    texts = read_inputs(path, setup.task.input, text_column=text_column).texts
+    if not texts:
+        raise DataError(f"{path}: no usable off-topic texts", hint="give a file with one text per row")
+    with step(f"the served system on {len(texts)} off-topic texts"), caching():
+        return off_topic_block(setup.art.path, texts, str(path))
 
 
 def _open(

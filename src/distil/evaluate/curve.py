@@ -116,6 +116,23 @@ def served_block(
     }
 
 
+def off_topic_block(artifact: Path, texts: list[str], source: str) -> dict[str, Any]:
+    """What the served system does with texts the task has no label for: the share the student answers alone.
+
+    Every one of them should go to the teacher (or be flagged by the guard); the share answered
+    locally is the off-topic leak.  No teacher is asked: nothing here has a right answer to compare.
+    """
+    from distil.cascade import Cascade
+
+    decisions = Cascade.load(artifact).decide(texts)
+    local = sum(d.source == "student" for d in decisions)
+    return {
+        "source": source, "n": len(texts), "answered_locally": local / len(texts),
+        "answered_locally_ci": _binomial_interval(local, len(texts)),
+        "flagged": sum(d.ood for d in decisions) / len(texts),
+    }
+
+
 def _binomial_interval(k: int, n: int, level: float = 0.95) -> list[float] | None:
     """Two-sided Clopper–Pearson interval of ``k`` successes in ``n`` (None when ``n`` is 0).
 

@@ -174,5 +174,7 @@ def served_line(metrics: Mapping[str, Any]) -> str:
     cost = "" if s.get("cost_per_1m") is None else (
         f"; ${s['cost_per_1m']:,.2f} per 1M requests against ${s['teacher_cost_per_1m']:,.2f} for the teacher alone"
     )
+    off = s.get("off_topic")
+    leak = "" if not off else f"; it answers {off['answered_locally']:.1%} of {off['n']} off-topic texts alone"
     return (f"Served as a cascade (threshold {s['threshold']:.3f}{guard}), the student answers "
-            f"{s['coverage']:.1%} of inputs alone{local}{acc}{cost}.")
+            f"{s['coverage']:.1%} of inputs alone{local}{acc}{cost}{leak}.")

@@ -14,6 +14,7 @@ _COUNTERS = [
     ("distil_inputs_total", "Inputs answered, by who answered (student or teacher)."),
     ("distil_routed_total", "Router decisions: inputs routed to the student or to the teacher."),
     ("distil_ood_total", "Inputs flagged out of distribution."),
+    ("distil_rung_answers_total", "Inputs a ladder member answered alone, by member (one per rung of a cascade)."),
     ("distil_degraded_total", "Inputs the teacher should have answered, answered by the student."),
     ("distil_errors_total", "Errors by kind (bad_request, auth, teacher, internal)."),
     ("distil_teacher_calls_total", "Teacher calls by outcome (ok, error, timeout, circuit_open)."),

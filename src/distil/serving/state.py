@@ -79,6 +79,8 @@ class ServerState:
         for d in decisions:
             self.routed[d.source] += 1
             self.metrics.inc("distil_routed_total", to=d.source)
+            if d.source == "student" and d.member is not None:
+                self.metrics.inc("distil_rung_answers_total", member=d.member)
             if d.ood:
                 self.metrics.inc("distil_ood_total")
 
