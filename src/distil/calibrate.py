@@ -41,6 +41,7 @@ __all__ = [
     "ece",
     "ece_noise_floor",
     "fit_temperature",
+    "group_codes",
     "plugin_ece",
 ]
 
@@ -104,11 +105,14 @@ def plugin_ece(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> f
     return float(np.abs(gap).sum() / c.size)
 
 
-def _group_codes(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
-    """Dense codes 0..G-1 of ``groups`` (each row its own group when None) and G."""
+def group_codes(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
+    """Dense codes 0..G-1 of ``groups`` (one per row; each row its own group when None) and G."""
     if groups is None:
         return np.arange(n, dtype=np.int64), n
-    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    g = np.asarray(groups).reshape(-1)
+    if g.size != n:
+        raise ValueError(f"groups has {g.size} entries for {n} rows")
+    _, codes = np.unique(g, return_inverse=True)
     codes = np.asarray(codes, dtype=np.int64).reshape(-1)
     return codes, int(codes.max()) + 1 if codes.size else 0
 
@@ -132,7 +136,7 @@ def ece_noise_floor(
     n = c.size
     if n == 0:
         return 0.0
-    codes, n_groups = _group_codes(groups, n)
+    codes, n_groups = group_codes(groups, n)
     bins = confidence_bins(c, n_bins)
     rng = np.random.default_rng(seed)
     chunk = max(1, min(sims, 2_000_000 // n))

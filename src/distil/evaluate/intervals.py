@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distil.calibrate import ece_noise_floor, plugin_ece
+from distil.calibrate import ece_noise_floor, group_codes, plugin_ece
 from distil.evaluate.metrics import N_BINS, bin_index
 from distil.evaluate.scoring import Reference
 
@@ -51,15 +51,12 @@ _CELLS = 4_000_000  # elements of one chunk of draws (bounds memory)
 
 
 def _group_codes(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int] | None:
-    """Dense codes of ``groups`` and their count, or None when every row is its own group."""
+    """Dense codes of ``groups`` and their count (:func:`distil.calibrate.group_codes`), or None when
+    every row is its own group."""
     if groups is None:
         return None
-    g = np.asarray(groups).reshape(-1)
-    if g.size != n:
-        raise ValueError(f"groups has {g.size} entries for {n} rows")
-    _, codes = np.unique(g, return_inverse=True)
-    n_groups = int(codes.max()) + 1 if codes.size else 0
-    return (np.asarray(codes, dtype=np.int64).reshape(-1), n_groups) if n_groups < n else None
+    codes, n_groups = group_codes(groups, n)
+    return (codes, n_groups) if n_groups < n else None
 
 
 def _draw_chunk(rng: np.random.Generator, b: int, n: int, clusters: tuple[np.ndarray, int] | None) -> np.ndarray:

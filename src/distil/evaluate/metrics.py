@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from distil.calibrate import calibration_error, debiased_ece, ece_noise_floor
+from distil.calibrate import calibration_error, confidence_bins, debiased_ece, ece_noise_floor, plugin_ece
 
 N_BINS = 15
 
@@ -75,10 +75,8 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> float:
 
 
 def bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
-    """Bin of each confidence: bins are (i/M, (i+1)/M], the first one also holds 0."""
-    c = np.clip(np.asarray(conf, dtype=np.float64), 0.0, 1.0)
-    inner = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
-    return np.asarray(np.searchsorted(inner, c, side="left"), dtype=np.int64)
+    """Bin of each confidence: bins are (i/M, (i+1)/M], the first one also holds 0 (:func:`confidence_bins`)."""
+    return confidence_bins(conf, n_bins)
 
 
 def expected_calibration_error(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> float:
@@ -92,13 +90,9 @@ def expected_calibration_error(conf: np.ndarray, correct: np.ndarray, n_bins: in
     calibrated model with the same confidences), or :func:`calibration_error` for all three figures;
     see :mod:`distil.calibrate`.
     """
-    c = np.asarray(conf, dtype=np.float64)
-    ok = np.asarray(correct, dtype=np.float64)
-    if c.size == 0:
+    if np.asarray(conf).size == 0:
         return float("nan")
-    b = bin_index(c, n_bins)
-    gap = np.bincount(b, weights=ok, minlength=n_bins) - np.bincount(b, weights=c, minlength=n_bins)
-    return float(np.abs(gap).sum() / c.size)
+    return plugin_ece(conf, correct, n_bins)
 
 
 def reliability_bins(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> list[dict[str, Any]]:
