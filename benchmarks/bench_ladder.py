@@ -13,6 +13,7 @@ guard in the static space), and on the test set for each target:
 Run::
 
     .venv/bin/python benchmarks/bench_ladder.py [--sets noisy,clinc150] [--targets 0.95,0.99]
+        [--students ngram,static,ensemble] [--cascades "ngram>static;ngram>ensemble"]
 """
 
 from __future__ import annotations
@@ -34,17 +35,22 @@ from distil.data import LabeledSet
 from distil.route import Router, RoutingWarning, fit_router
 from distil.train import train
 
-ROUTERS = {"ngram alone": ((), "ngram"), "static alone": ((), "static"), "ngram → static": (("ngram",), "static")}
+
+def routers(students: list[str], cascades: list[list[str]]) -> dict[str, tuple[tuple[str, ...], str]]:
+    """Each student alone, then each cascade (cheapest rung first): name -> (ladder, member)."""
+    out: dict[str, tuple[tuple[str, ...], str]] = {f"{s} alone": ((), s) for s in students}
+    out.update({" → ".join(c): (tuple(c[:-1]), c[-1]) for c in cascades})
+    return out
 
 
-def build(stream: Stream, out: Path, seed: int) -> LabeledSet:
-    """Train the ngram+static artifact on the stream's pool (the teacher's answers as soft labels)."""
+def build(stream: Stream, out: Path, seed: int, students: tuple[str, ...]) -> LabeledSet:
+    """Train the artifact of ``students`` on the stream's pool (the teacher's answers as soft labels)."""
     labels = sorted({g for _, g in stream.pool} | {g for _, g in stream.test})
     texts = list(dict.fromkeys(t for t, _ in stream.pool))
     answer = dict(stream.pool)
     labeled = LabeledSet(texts, teacher_probs([answer[t] for t in texts], labels), labels, teacher="bench")
     if not (out / "config.json").exists():
-        train(labeled, out, students=("ngram", "static"), seed=seed)
+        train(labeled, out, students=students, seed=seed)
     return labeled
 
 
@@ -62,16 +68,20 @@ def measure(router: Router, stream: Stream, costs: dict[str, float]) -> list[str
             f"{np.mean([d.source == 'student' for d in off]):.1%}", f"${cost:.2f}"]
 
 
-def run_stream(stream: Stream, targets: list[float], root: Path, seed: int) -> list[list[str]]:
-    out = root / stream.name.split(",")[0].replace(" ", "_") / ("noisy" if "random" in stream.name else "gold")
+def run_stream(
+    stream: Stream, targets: list[float], root: Path, seed: int, routes: dict[str, tuple[tuple[str, ...], str]]
+) -> list[list[str]]:
+    students = tuple(dict.fromkeys(m for ladder, member in routes.values() for m in (*ladder, member)))
+    out = (root / stream.name.split(",")[0].replace(" ", "_") / ("noisy" if "random" in stream.name else "gold")
+           / "_".join(students))
     t0 = time.perf_counter()
-    labeled = build(stream, out, seed)
+    labeled = build(stream, out, seed, students)
     art = load_artifact(out)
     costs = {r["name"]: cpu_cost_per_1m(float(r["ms_per_pred"]) / 1000, CORE_HOUR_USD) for r in art.ladder}
     held = set(art.heldout().texts)
     train_texts = [t for t in labeled.texts if t not in held]
     rows = []
-    for name, (ladder, member) in ROUTERS.items():
+    for name, (ladder, member) in routes.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RoutingWarning)
             fit_router(out, train_texts, target_agreement=targets[0], labeled=labeled, seed=seed, member=member,
@@ -89,14 +99,17 @@ def main() -> int:
     ap.add_argument("--targets", default="0.95,0.99")
     ap.add_argument("--out", default="runs/bench_ladder")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--students", default="ngram,static", help="each is routed alone (and trained)")
+    ap.add_argument("--cascades", default="ngram>static", help="';'-separated cascades, rungs joined by '>'")
     args = ap.parse_args()
+    routes = routers(args.students.split(","), [c.split(">") for c in args.cascades.split(";") if c])
     if not DATA.exists():
         print(f"datasets not found under {DATA}", file=sys.stderr)
         return 2
     targets = [float(x) for x in args.targets.split(",")]
     rows: list[list[str]] = []
     for stream in load_streams(args.sets.split(","), args.seed):
-        rows += run_stream(stream, targets, Path(args.out), args.seed)
+        rows += run_stream(stream, targets, Path(args.out), args.seed, routes)
     header = ["data", "target", "router", "answered locally", "per rung", "agreement (answered)",
               "off-topic answered locally", "cascade $/1M"]
     print(markdown_table(header, rows))

@@ -5,8 +5,9 @@ disjoint halves; the teacher is all-mpnet-base-v2 + a logistic-regression head f
 A; it labels half B (soft probabilities); students train on those only; everything is scored on
 the gold test split.  mpnet embeddings are cached in benchmarks/results/*.npz.
 
-    .venv/bin/python benchmarks/bench_students.py [--embed-only] [--datasets banking77,clinc150]
-        [--finetune-steps 300]
+    .venv/bin/python benchmarks/bench_students.py [--embed-only] [--datasets banking77,clinc150,clinc150-full]
+        [--finetune-steps 300] [--students ngram,static,tuned,ensemble,encoder] [--with-hard]
+        [--extra-static all-mpnet-base-v2]
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ CAP = int(os.environ.get("BENCH_CAP", "0"))  # smoke runs: cap train and test si
 def load(name: str, full: bool = False) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(train, test) rows of (text, label); clinc150 subsampled (seeded) to keep the teacher quick.
 
-    ``full=True`` keeps all of clinc150's in-scope train (15,000) and test (4,500) queries.
+    ``full=True`` (or the name ``clinc150-full``) keeps all of clinc150's in-scope train (15,000) and
+    test (4,500) queries.
     """
     if name == "banking77":
 
@@ -52,6 +54,7 @@ def load(name: str, full: bool = False) -> tuple[list[tuple[str, str]], list[tup
             tr0 = [tr0[i] for i in sorted(rng0.permutation(len(tr0))[:CAP])]
             te0 = [te0[i] for i in sorted(rng0.permutation(len(te0))[: CAP // 3])]
         return tr0, te0
+    full = full or name == "clinc150-full"  # the whole in-scope train split (pool 7,500 = 50 per class)
     data = json.loads((DATA / "clinc150" / "data_full.json").read_text(encoding="utf-8"))
     rng = np.random.default_rng(0)
     tr = [tuple(x) for x in data["train"]]
@@ -148,7 +151,8 @@ def fmt(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(ds: str, finetune_steps: int, students: list[str]) -> list[dict]:
+def run(ds: str, finetune_steps: int, students: list[str], with_hard: bool = False,
+        extra_static: str = "") -> list[dict]:
     from sklearn.linear_model import LogisticRegression
 
     from distil.artifact import load_artifact
@@ -204,28 +208,35 @@ def run(ds: str, finetune_steps: int, students: list[str]) -> list[dict]:
         teacher="mpnet+LR",
     )
     params = {"finetune": {"max_steps": finetune_steps, "epochs": 1, "max_seq_length": 64, "batch_size": 16}}
-    for hard in (False, True):
-        out = RESULTS / f"artifact_{ds}_{'hard' if hard else 'soft'}"
+    runs: list[tuple[str, bool, list[str], dict]] = [("soft", False, students, params)]
+    if with_hard:
+        runs.append(("hard", True, students, params))
+    if extra_static:  # the static rung distilled from another encoder (the teacher's own, mpnet)
+        runs.append((f"soft, {extra_static} base", False, ["static"], {"static": {"base": extra_static}}))
+    for tag, hard, names, prm in runs:
+        out = RESULTS / f"artifact_{ds}_{tag.replace(', ', '_').replace(' ', '_')}"
         res = train(
             ls,
             out,
-            students=students,
+            students=names,
             target=0.95,
             hard=hard,
             resume=False,
-            params=params,
+            params=prm,
             progress=lambda m: print(f"  [{ds}] {m}", flush=True),
         )
         art = load_artifact(out)
         for rec in res.ladder:
             st = art.student(rec["name"])
             pred = [labels[i] for i in st.predict_logits(test_texts).argmax(1)]
-            note = "chosen" if rec["chosen"] else ""
+            note = "chosen" if rec["chosen"] and len(names) > 1 else ""
             if rec["name"] == "finetune":
                 note = (note + f"; capped at {finetune_steps} steps").strip("; ")
+            if rec["name"] == "ensemble":
+                note = (note + "; ngram + tuned, members reused from the ladder").strip("; ")
             rows.append(
                 row(
-                    f"{rec['name']} ({'hard' if hard else 'soft'})",
+                    f"{rec['name']} ({tag})",
                     pred,
                     gold,
                     teacher_pred,
@@ -364,7 +375,10 @@ if __name__ == "__main__":
     ap.add_argument("--embed-only", action="store_true")
     ap.add_argument("--datasets", default="banking77,clinc150")
     ap.add_argument("--finetune-steps", type=int, default=150)
-    ap.add_argument("--students", default="ngram,static,encoder,finetune")
+    ap.add_argument("--students", default="ngram,static,tuned,ensemble,encoder,finetune")
+    ap.add_argument("--with-hard", action="store_true", help="also train every student on hard labels")
+    ap.add_argument("--extra-static", default="all-mpnet-base-v2",
+                    help="also train a static rung distilled from this encoder ('' = none)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     for ds in args.datasets.split(","):
@@ -373,7 +387,7 @@ if __name__ == "__main__":
         mpnet_embed(ds, "test", [t for t, _ in test])
         if args.embed_only:
             continue
-        rows = run(ds, args.finetune_steps, args.students.split(","))
+        rows = run(ds, args.finetune_steps, args.students.split(","), args.with_hard, args.extra_static)
         table = fmt(rows)
         print(f"\n## {ds}\n{table}\n", flush=True)
         (RESULTS / f"students_{ds}.md").write_text(table + "\n", encoding="utf-8")

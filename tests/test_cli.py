@@ -204,3 +204,18 @@ def test_the_ood_guard_knobs_reach_the_router(tmp_path: Path) -> None:
         proc = distil("train", str(task), "--out", str(tmp_path / "s"), flag, value, cwd=tmp_path)
         assert_clean_error(proc, 2, value)
         assert flag in proc.stderr, proc.stderr
+
+
+def test_train_before_any_labeling_names_the_command_that_fixes_it(tmp_path: Path) -> None:
+    task = write_banking_task(tmp_path / "t", ["card_arrival", "exchange_rate"])
+    proc = distil("train", str(task), "--out", str(tmp_path / "s"), "--students", "ngram", cwd=tmp_path)
+    assert_clean_error(proc, 2, "nothing is labeled yet", "distil label")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_an_unknown_student_is_one_clear_line(tmp_path: Path, command: str) -> None:
+    task = write_banking_task(tmp_path / "t", ["card_arrival", "exchange_rate"])
+    extra = [str(write_csv(tmp_path / "pool.csv", [{"text": "my card"}]))] if command == "run" else []
+    proc = distil(command, str(task), *extra, "--out", str(tmp_path / "s"), "--students", "ngram,gpt", cwd=tmp_path)
+    assert_clean_error(proc, 2, "--students", "'gpt'", "tuned")

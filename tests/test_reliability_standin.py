@@ -9,7 +9,10 @@ little below distil's conservative estimate) at :attr:`StandIn.price`.
 Switches: ``usage`` (report ``usage`` or not), ``logprobs`` (honour ``logprobs=true``), ``n`` (honour
 ``n`` like OpenAI, or ignore it like llama.cpp), ``delay`` (seconds per answer, uniform in a range),
 ``poison`` (user text → a malformed reply kind, see :data:`POISON`), ``refuse`` (an HTTP status, e.g.
-401, that every request gets while it is set: a revoked key; set it back to None to recover).
+401, that every request gets while it is set: a revoked key; set it back to None to recover),
+``reasoning`` (the rules OpenAI's reference gives its reasoning models — o-series, gpt-5: HTTP 400 for
+``max_tokens`` (use ``max_completion_tokens``), for a ``temperature`` other than the default 1, and for
+``logprobs``).  Every request's body and headers are kept in ``payloads`` and ``headers_seen``.
 """
 
 from __future__ import annotations
@@ -47,8 +50,12 @@ class StandIn:
         price: tuple[float, float] = (1.0, 2.0),
         poison: dict[str, str] | None = None,
         labels: list[str] | None = None,
+        reasoning: bool = False,
     ) -> None:
         self.usage, self.logprobs, self.n, self.delay, self.price = usage, logprobs, n, delay, price
+        self.reasoning = reasoning
+        self.payloads: list[dict[str, Any]] = []
+        self.headers_seen: list[dict[str, str]] = []
         self.poison = dict(poison or {})
         self.labels = labels or LABELS
         self.lock = threading.Lock()
@@ -93,6 +100,10 @@ class StandIn:
         if self.refuse is not None:
             body = b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}'
             return self.refuse, {}, body
+        refusal = self._reasoning_refusal(payload) if self.reasoning else None
+        if refusal is not None:
+            body = json.dumps({"error": {"message": refusal, "type": "invalid_request_error", "param": None}})
+            return 400, {}, body.encode()
         kind = self.poison.get(text)
         if kind == "retry_after_nan":
             with self.lock:
@@ -117,6 +128,19 @@ class StandIn:
             body["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
                              "total_tokens": prompt + completion}
         return 200, {}, self._poisoned(body, kind)
+
+    @staticmethod
+    def _reasoning_refusal(payload: dict[str, Any]) -> str | None:
+        """OpenAI's 400 messages for what its reasoning models do not take, or None."""
+        if "max_tokens" in payload:
+            return ("Unsupported parameter: 'max_tokens' is not supported with this model. "
+                    "Use 'max_completion_tokens' instead.")
+        if "temperature" in payload and payload["temperature"] != 1:
+            return (f"Unsupported value: 'temperature' does not support {payload['temperature']} with this model. "
+                    "Only the default (1) value is supported.")
+        if payload.get("logprobs"):
+            return "This model does not support the 'logprobs' parameter."
+        return None
 
     def _logprob_items(self, label: str) -> list[dict[str, Any]]:
         def item(tok: str, alts: list[str]) -> dict[str, Any]:
@@ -157,6 +181,8 @@ class StandIn:
                 except (OSError, ValueError):  # a client killed while it was sending: nothing received
                     return
                 with standin.lock:
+                    standin.payloads.append(payload)
+                    standin.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
                     standin.requests += 1
                     standin.by_text[str(payload["messages"][-1]["content"])] += 1
                     standin.in_flight += 1

@@ -820,7 +820,7 @@ Calibration = Literal["crossfit", "heldout"]
 CALIBRATION_FILE = "calibration.npz"
 DEFAULT_FOLDS = 5
 _NO_CROSSFIT = ("finetune",)  # refitting these per fold costs a full fine-tune each
-_SEMANTIC_SPACES = ("static", "encoder")  # preferred OOD spaces, cheapest first
+_SEMANTIC_SPACES = ("static", "tuned", "encoder")  # preferred OOD spaces, cheapest first
 
 
 def crossfit_scores(
@@ -868,7 +868,7 @@ def _fold_scores(
     n_val = max(1, rest.size // 10)
     val, train = rest[:n_val], rest[n_val:]
     texts = labeled.texts
-    copy = type(student)(**student.get_params())
+    copy = type(student)(**student.config_params())  # not the transient ones: no reused members, no checkpoints
     copy.fit(
         [texts[i] for i in train], labeled.probs[train], labels=labeled.labels,
         val_texts=[texts[i] for i in val], val_probs=labeled.probs[val], hard=hard,

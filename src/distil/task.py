@@ -92,6 +92,17 @@ class OpenAITeacherSpec(_Strict):
     # Dollars per million tokens; used for the estimate shown before spending and the journal's cost.
     price_in_per_1m: float = Field(default=0.0, ge=0)
     price_out_per_1m: float = Field(default=0.0, ge=0)
+    # Request shape. "auto": OpenAI's reasoning families (o1, o3, o4, gpt-5…) get max_completion_tokens
+    # and no temperature (they refuse max_tokens and any temperature but the default); others max_tokens.
+    token_limit_param: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+    send_temperature: Literal["auto", "yes", "no"] = "auto"
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    seed: int | None = None
+    # Merged into every request body last (provider options: {chat_template_kwargs = {enable_thinking =
+    # false}} for a Qwen3 on vLLM, {think = false} for Ollama); it may override any key distil sets.
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    # Sent with every request (besides Content-Type and Authorization); not part of the journal key.
+    headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("base_url")
     @classmethod

@@ -39,7 +39,7 @@ from distil.data import LabeledSet, atomic_write_text, ensure_folder, pid_alive,
 from distil.embcache import caching
 from distil.errors import ConfigError, DataError, MissingExtra, storage_error
 from distil.progress import step
-from distil.students.base import LADDER, Student, student_class
+from distil.students.base import LADDER, REGISTRY, Student, student_class
 
 if TYPE_CHECKING:
     from distil.journal import Journal, Row
@@ -371,6 +371,7 @@ class _Run:
     say: Callable[[str], None]
     warnings: list[str]
     stage: Path | None = None  # where this run writes the new artifact (swapped in for ``out`` at the end)
+    fitted: dict[str, Student] = field(default_factory=dict)  # members trained so far (an ensemble reuses them)
 
 
 def check_routing(routing: dict[str, Any], router_target: float | None = None) -> None:
@@ -383,9 +384,9 @@ def check_routing(routing: dict[str, Any], router_target: float | None = None) -
 def _check_options(students: Sequence[str], heldout_frac: float) -> None:
     if not students:
         raise DataError("train: no students to train", hint=f"choose some of {', '.join(LADDER)}")
-    unknown = [s for s in students if s not in LADDER]
+    unknown = [s for s in students if s not in REGISTRY]
     if unknown:
-        raise ConfigError(f"unknown student(s) {unknown}", hint=f"choose from {', '.join(LADDER)}")
+        raise ConfigError(f"unknown student(s) {unknown}", hint=f"choose from {', '.join(REGISTRY)}")
     if not 0.0 < heldout_frac < 1.0:
         raise ConfigError(f"heldout_frac must be between 0 and 1, found {heldout_frac}")
 
@@ -404,6 +405,9 @@ def _member_kwargs(run: _Run, name: str) -> dict[str, Any]:
     if name == "finetune":
         kwargs.setdefault("checkpoint_dir", str(run.out / ".checkpoints" / "finetune"))
         kwargs.setdefault("resume", run.resume)
+    if name == "ensemble":
+        kwargs.setdefault("params", {m: p for m, p in run.params.items() if m != "ensemble"})
+        kwargs["reuse"] = run.fitted
     return kwargs
 
 
@@ -419,6 +423,7 @@ def _fit_member(run: _Run, data: _Data, name: str, n: int) -> tuple[Student, flo
                 data.train.texts, data.train.probs, labels=data.labeled.labels,
                 val_texts=data.heldout.texts, val_probs=data.heldout.probs, hard=run.hard,
             )
+        run.fitted[name] = student
         return student, time.perf_counter() - t0
     except MissingExtra as exc:
         _warn(run.warnings, f"skipped the {name} student: {exc}")
@@ -1039,6 +1044,12 @@ def train_task(task: Task, out: str | Path | None = None, **kw: Any) -> TrainRes
         labeled = labeled_set(task, teacher=ws.teacher, journal=ws.journal, include=include)
     else:
         labeled = labeled_set(task, include=include)
+    if len(labeled) == 0:
+        where = task.path or "task.toml"
+        raise DataError(
+            f"{where}: nothing is labeled yet — the journal holds no teacher answers to train on",
+            hint=f"run `distil label {where} <pool file>` first (or `distil run` to label, train and evaluate)",
+        )
     settings = task_settings(task, labeled.teacher, journal=ws.journal if ws is not None else None)
     kw.update({k: v for k, v in settings.items() if kw.get(k) is None})
     return train(labeled, Path(out) if out is not None else task.work_path / "student", **kw)

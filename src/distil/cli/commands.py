@@ -47,7 +47,7 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of ``train_task`` that ``distil train``'s flags set."""
     kwargs: dict[str, Any] = {"seed": args.seed, "hard": args.hard}
     if args.students:
-        kwargs["students"] = tuple(s.strip() for s in args.students.split(",") if s.strip())
+        kwargs["students"] = _students(args.students)
     if args.target is not None:
         kwargs["target"] = args.target
     if args.router_target is not None:
@@ -70,6 +70,20 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
     if routing:
         kwargs["routing"] = routing
     return kwargs
+
+
+def _students(spec: str | None) -> tuple[str, ...] | None:
+    """``--students ngram,static`` as a tuple of names (None: the default ladder); unknown names are refused."""
+    if not spec:
+        return None
+    from distil.students.base import REGISTRY
+
+    names = tuple(s.strip() for s in spec.split(",") if s.strip())
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown or not names:
+        raise ConfigError(f"--students: unknown student(s) {unknown or [spec]}",
+                          hint=f"choose from {', '.join(REGISTRY)}")
+    return names
 
 
 def _cascade_rungs(spec: str | None, students: tuple[str, ...] | None) -> list[str]:
@@ -153,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         load_task(args.task), Path(args.inputs), Path(args.out), test=Path(args.test) if args.test else None,
         label_column=args.label_column, text_column=args.text_column, max_calls=args.max_calls,
         max_cost=args.max_cost, valid=Path(args.valid) if args.valid else None, strategy=args.strategy,
-        reporter=ConsoleReporter(),
+        students=_students(args.students), reporter=ConsoleReporter(),
     )
     print_verdict(metrics)
     return 0

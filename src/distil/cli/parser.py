@@ -87,11 +87,15 @@ def _add_journal(sub: Subparsers) -> None:
     s.set_defaults(fn=cmd_journal)
 
 
+_STUDENTS_HELP = ("comma-separated, cheapest first, from ngram,static,tuned,ensemble,encoder,finetune "
+                  "(default: all six)")
+
+
 def _add_train(sub: Subparsers) -> None:
     s = sub.add_parser("train", help="train the student ladder on the journal and pick one")
     s.add_argument("task")
     s.add_argument("--out", required=True)
-    s.add_argument("--students", help="comma-separated subset of ngram,static,encoder,finetune")
+    s.add_argument("--students", help=_STUDENTS_HELP)
     s.add_argument("--target", type=float, help="held-out agreement a student must reach (default: the task's)")
     s.add_argument("--router-target", type=float, help="agreement the serving router must guarantee")
     s.add_argument("--level", type=float, help="confidence level of the router's guarantee (default 0.95)")
@@ -159,6 +163,7 @@ def _add_run(sub: Subparsers) -> None:
     s.add_argument("--max-cost", type=float)
     s.add_argument("--strategy", choices=["all", "random", "active"], default="all",
                    help="active/random: label in rounds up to --max-calls (see distil label)")
+    s.add_argument("--students", help=_STUDENTS_HELP)
     s.set_defaults(fn=cmd_run)
 
 

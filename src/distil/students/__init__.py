@@ -1,4 +1,4 @@
-"""Students, from cheapest to strongest: ``ngram``, ``static``, ``encoder``, ``finetune``.
+"""Students, from cheapest to strongest: ``ngram``, ``static``, ``tuned``, ``ensemble``, ``encoder``, ``finetune``.
 
 Importing this package imports no torch; each student's module is imported when it is used.
 """

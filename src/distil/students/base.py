@@ -39,8 +39,10 @@ REGISTRY: dict[str, str] = {
     "static": "distil.students.static:StaticStudent",
     "encoder": "distil.students.encoder:EncoderStudent",
     "finetune": "distil.students.finetune:FinetuneStudent",
+    "tuned": "distil.students.tuned:TunedStaticStudent",
+    "ensemble": "distil.students.ensemble:EnsembleStudent",
 }
-LADDER = ("ngram", "static", "encoder", "finetune")
+LADDER = ("ngram", "static", "tuned", "ensemble", "encoder", "finetune")  # the default, cheapest first
 
 
 def student_class(name: str) -> type[Student]:
@@ -102,10 +104,22 @@ class Student(ABC):
     temperature_: float
 
     # -- parameters (scikit-learn style) --------------------------------------------------
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters as stored on the instance."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters as stored on the instance (``deep`` is accepted for scikit-learn; no nesting)."""
         sig = inspect.signature(type(self).__init__)
         return {k: getattr(self, k) for k in sig.parameters if k != "self"}
+
+    def set_params(self, **params: Any) -> Self:
+        """Set constructor parameters by name (as scikit-learn's ``set_params``); unknown names are refused."""
+        from distil.errors import ConfigError
+
+        known = self.get_params()
+        bad = sorted(set(params) - set(known))
+        if bad:
+            raise ConfigError(f"{type(self).__name__}: unknown parameter(s) {bad}", hint=f"choose from {sorted(known)}")
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
 
     def config_params(self) -> dict[str, Any]:
         """The parameters that define the model (saved in ``student.json``)."""

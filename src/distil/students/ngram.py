@@ -143,6 +143,15 @@ def _mean_rows(table: np.ndarray, buckets: np.ndarray, indptr: np.ndarray) -> np
     return out
 
 
+def csr_batch(flat: np.ndarray, indptr: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ``docs`` of a CSR (flat ids, indptr) as EmbeddingBag input: (ids, offsets)."""
+    segs = [flat[indptr[d] : indptr[d + 1]] for d in docs]
+    offs = np.zeros(len(segs), dtype=np.int64)
+    np.cumsum([len(s) for s in segs[:-1]], out=offs[1:])
+    ids = np.concatenate(segs) if segs else np.zeros(0, dtype=np.int64)
+    return ids.astype(np.int64, copy=False), offs
+
+
 class NgramStudent(Student):
     """fastText-style classifier on hashed word 1..``word_ngrams``-grams + char n-grams.
 
@@ -244,10 +253,8 @@ class NgramStudent(Student):
             order = rng.permutation(len(texts))
             for i in range(0, len(order), self.batch_size):
                 docs = order[i : i + self.batch_size]
-                segs = [buckets[indptr[d] : indptr[d + 1]] for d in docs]
-                offs = np.zeros(len(segs), dtype=np.int64)
-                np.cumsum([len(s) for s in segs[:-1]], out=offs[1:])
-                z = lin(emb(torch.from_numpy(np.concatenate(segs)), torch.from_numpy(offs)))
+                ids, offs = csr_batch(buckets, indptr, docs)
+                z = lin(emb(torch.from_numpy(ids), torch.from_numpy(offs)))
                 loss = kd_loss(z, targets[torch.from_numpy(docs)], temperature=t, alpha=a)
                 opt_e.zero_grad()
                 opt_l.zero_grad()

@@ -140,8 +140,8 @@ class StaticStudent(HeadStudent):
             unk = self.tokenizer_.token_to_id(model["unk_token"])
         self.unk_id_ = -1 if unk is None else int(unk)
 
-    def features(self, texts: Sequence[str]) -> np.ndarray:
-        """Normalised mean static embedding of each text's tokens, (n, pca_dims) float32."""
+    def token_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each text's token ids (unknown tokens dropped) as CSR: (flat ids, indptr of n + 1)."""
         if not hasattr(self, "embeddings_"):
             self._check_fitted()
         encs = self.tokenizer_.encode_batch_fast(list(texts), add_special_tokens=False)
@@ -152,6 +152,11 @@ class StaticStudent(HeadStudent):
         indptr = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lens, out=indptr[1:])
         flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+        return flat, indptr
+
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised mean static embedding of each text's tokens, (n, pca_dims) float32."""
+        flat, indptr = self.token_ids(texts)
         x = _mean_rows(self.embeddings_, flat, indptr)
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         return np.asarray(x / np.maximum(norm, 1e-12), dtype=np.float32)

@@ -63,6 +63,16 @@ whitespace (collapsed to one space) and letter case.  Two labels equal after tha
 normalisation are matched only exactly.  The answer may be the JSON object
 (``{"label": ...}``), a JSON string, or the bare label.
 
+**Request shape.**  Every request carries the model, the two messages, ``max_tokens`` and
+``temperature``, except for OpenAI's reasoning families (``o1``, ``o3``, ``o4-mini``, ``gpt-5…``,
+matched by name: :data:`REASONING_MODEL`), which get ``max_completion_tokens`` and no temperature
+(``token_limit_param`` and ``send_temperature`` in ``[teacher]`` decide it for any model).
+``reasoning_effort`` and ``seed`` are sent when set; ``extra_body`` is merged into every request
+body last (provider options such as vLLM's ``chat_template_kwargs`` or Ollama's ``think``) and
+``headers`` go with every request.  Settings that change answers (no temperature, effort, seed,
+extra body) are part of :meth:`OpenAITeacher.identity`, so the journal never mixes answers asked
+differently; headers are not.
+
 **Errors.**  Connection errors, timeouts and HTTP 408/409/429/5xx are retried with backoff
 and jitter, honouring ``Retry-After`` (and OpenAI's ``retry-after-ms``; a value that is not a
 finite number is ignored).  401/403 (bad key) and 404 (no such model or endpoint) raise
@@ -126,6 +136,8 @@ if TYPE_CHECKING:
 
 #: The text of the capability probe (short, so the probe costs a few dozen tokens).
 PROBE_TEXT = "Hello, I have a question."
+#: OpenAI's reasoning families, which refuse ``max_tokens`` and any ``temperature`` but the default.
+REASONING_MODEL = re.compile(r"^(?:[\w.-]+/)?(?:o\d|gpt-5)(?:\b|[-_.])", re.IGNORECASE)
 #: UTF-8 bytes per token for estimates made before sending: on the safe side (English runs ~4,
 #: text in other scripts fewer), because a budget without ``usage`` is kept with this estimate.
 BYTES_PER_TOKEN = 3.0
@@ -335,7 +347,7 @@ class OpenAITeacher(Teacher):
         self._tpm = (
             TokenBucket(spec.tokens_per_minute, clock=clock, sleep=sleep) if spec.tokens_per_minute else None
         )
-        headers = {"Content-Type": "application/json"}
+        headers = {**spec.headers, "Content-Type": "application/json"}
         key = os.environ.get(spec.api_key_env)
         self._has_key = bool(key)
         if key:
@@ -378,7 +390,35 @@ class OpenAITeacher(Teacher):
             "sample_temperature": s.sample_temperature,
             "constrained": s.constrained,
             "max_tokens": s.max_tokens,
+            **self._shape_identity(),
         }
+
+    def _shape_identity(self) -> dict[str, Any]:
+        """The request-shape settings that change answers, only where set (older journal keys stay valid)."""
+        s = self.spec
+        out: dict[str, Any] = {}
+        if not self._sends_temperature():
+            out["temperature"] = None  # the server's default, not the configured one
+        for key in ("reasoning_effort", "seed"):
+            if getattr(s, key) is not None:
+                out[key] = getattr(s, key)
+        if s.extra_body:
+            out["extra_body"] = s.extra_body
+        return out
+
+    def _reasoning_family(self) -> bool:
+        """Whether the model is one of OpenAI's reasoning families (by name, an ``org/`` prefix allowed)."""
+        return bool(REASONING_MODEL.match(self.spec.model))
+
+    def _sends_temperature(self) -> bool:
+        wanted = self.spec.send_temperature
+        return wanted == "yes" or (wanted == "auto" and not self._reasoning_family())
+
+    def _token_limit_param(self) -> str:
+        wanted = self.spec.token_limit_param
+        if wanted != "auto":
+            return wanted
+        return "max_completion_tokens" if self._reasoning_family() else "max_tokens"
 
     def describe(self) -> str:
         """``openai:<model> @ <host>``."""
@@ -431,9 +471,13 @@ class OpenAITeacher(Teacher):
                 {"role": "system", "content": self.system_prompt},
                 {"role": "user", "content": text},
             ],
-            "temperature": s.temperature if temperature is None else temperature,
-            "max_tokens": s.max_tokens,
+            self._token_limit_param(): s.max_tokens,
         }
+        if self._sends_temperature():
+            payload["temperature"] = s.temperature if temperature is None else temperature
+        for key in ("reasoning_effort", "seed"):
+            if getattr(s, key) is not None:
+                payload[key] = getattr(s, key)
         if n > 1:
             payload["n"] = n
         if logprobs:
@@ -446,7 +490,7 @@ class OpenAITeacher(Teacher):
             }
         elif response_format == "json_object":
             payload["response_format"] = {"type": "json_object", "schema": self.schema}
-        return payload
+        return {**payload, **s.extra_body}
 
     def _post_once(self, payload: dict[str, Any], st: _Attempts) -> Reply:
         """One HTTP attempt: the checked reply, or RetryableError / _HTTPFailure / MalformedReply / TeacherError."""

@@ -1,0 +1,92 @@
+"""Request shape per model family: reasoning models, provider options, headers — against a stand-in that
+follows OpenAI's documented rules for its reasoning models (400 for max_tokens, a non-default temperature
+and logprobs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_reliability_standin import StandIn, openai_task
+
+from distil.label import label
+from distil.task import Task
+from distil.teachers import make_teacher
+
+TEXTS = [f"question {i}: my card payment was declined at the shop" for i in range(12)]
+OLD_IDENTITY_KEYS = {"model", "prompt_version", "prompt_sha", "temperature", "probs", "top_logprobs", "samples",
+                     "sample_temperature", "constrained", "max_tokens"}
+
+
+def _task(tmp_path: Path, s: StandIn, extra_lines: str = "", **teacher: Any) -> Task:
+    path = openai_task(tmp_path, s.base_url, **teacher)
+    if extra_lines:
+        path.write_text(path.read_text(encoding="utf-8") + extra_lines, encoding="utf-8")
+    return Task.load(path)
+
+
+def test_a_reasoning_model_is_asked_the_way_it_accepts(tmp_path: Path) -> None:
+    """gpt-5-mini: max_completion_tokens, no temperature, no logprobs once refused — every input answered."""
+    with StandIn(reasoning=True) as s:
+        res = label(_task(tmp_path, s, model="gpt-5-mini", max_tokens=400), TEXTS)
+        assert res.stats.done == len(TEXTS) and res.stats.failed == 0
+        answered = [p for p in s.payloads if "logprobs" not in p]
+        assert answered and all("max_completion_tokens" in p and "max_tokens" not in p for p in s.payloads)
+        assert all("temperature" not in p for p in s.payloads)
+        assert all(p["max_completion_tokens"] == 400 for p in s.payloads)
+
+
+def test_the_old_request_shape_is_what_a_reasoning_model_refuses(tmp_path: Path) -> None:
+    """The same stand-in refuses a model not named as a reasoning one (the request distil sent before)."""
+    with StandIn(reasoning=True) as s:
+        task = _task(tmp_path, s, model="my-proxy-route")
+        with pytest.raises(Exception, match="max_completion_tokens"):
+            label(task, TEXTS[:2])
+        declared = _task(tmp_path / "declared", s, model="my-proxy-route", token_limit_param="max_completion_tokens",
+                         send_temperature="no")
+        assert label(declared, TEXTS[:2]).stats.done == 2
+
+
+def test_other_models_keep_their_request_and_journal_key(tmp_path: Path) -> None:
+    with StandIn() as s:
+        task = _task(tmp_path, s, model="gpt-4o-mini")
+        assert set(make_teacher(task).identity()) == OLD_IDENTITY_KEYS  # old journals keep their keys
+        label(task, TEXTS[:3])
+        assert all(p["max_tokens"] == 32 and p["temperature"] == 0.0 for p in s.payloads)
+        assert not any("seed" in p or "reasoning_effort" in p for p in s.payloads)
+
+
+def test_provider_options_headers_seed_and_effort_reach_every_request(tmp_path: Path) -> None:
+    extra = ('\n[teacher.extra_body]\nthink = false\nchat_template_kwargs = {enable_thinking = false}\n'
+             '\n[teacher.headers]\nX-Team = "support"\n')
+    with StandIn() as s:
+        task = _task(tmp_path, s, extra, model="qwen3-8b", seed=7, reasoning_effort="low")
+        res = label(task, TEXTS[:4])
+        assert res.stats.done == 4
+        for p in s.payloads:
+            assert p["think"] is False and p["chat_template_kwargs"] == {"enable_thinking": False}
+            assert p["seed"] == 7 and p["reasoning_effort"] == "low"
+        assert all(h.get("x-team") == "support" for h in s.headers_seen)
+        ident = make_teacher(task).identity()
+        assert ident["extra_body"] == {"think": False, "chat_template_kwargs": {"enable_thinking": False}}
+        assert "headers" not in json.dumps(ident)
+    with StandIn() as s2:
+        other = _task(tmp_path / "b", s2, extra.replace("think = false", "think = true"), model="qwen3-8b", seed=7,
+                      reasoning_effort="low")
+        assert make_teacher(other).fingerprint() != make_teacher(task).fingerprint()  # answers never mixed
+
+
+def test_extra_body_overrides_what_distil_sets(tmp_path: Path) -> None:
+    with StandIn() as s:
+        task = _task(tmp_path, s, "\n[teacher.extra_body]\nmax_tokens = 99\n", model="standin-1")
+        label(task, TEXTS[:1])
+        assert all(p["max_tokens"] == 99 for p in s.payloads)
+
+
+def test_bad_request_shape_settings_are_one_clear_line(tmp_path: Path) -> None:
+    from distil.errors import ConfigError
+
+    with StandIn() as s, pytest.raises(ConfigError, match="reasoning_effort"):
+        _task(tmp_path, s, model="gpt-5", reasoning_effort="extreme")
