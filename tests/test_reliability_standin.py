@@ -12,7 +12,8 @@ Switches: ``usage`` (report ``usage`` or not), ``logprobs`` (honour ``logprobs=t
 401, that every request gets while it is set: a revoked key; set it back to None to recover),
 ``reasoning`` (the rules OpenAI's reference gives its reasoning models — o-series, gpt-5: HTTP 400 for
 ``max_tokens`` (use ``max_completion_tokens``), for a ``temperature`` other than the default 1, and for
-``logprobs``).  Every request's body and headers are kept in ``payloads`` and ``headers_seen``.
+``logprobs``), ``top1`` (logprobs with the chosen token alone, at probability 1).  Every request's
+body and headers are kept in ``payloads`` and ``headers_seen``.
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ class StandIn:
         poison: dict[str, str] | None = None,
         labels: list[str] | None = None,
         reasoning: bool = False,
+        top1: bool = False,
     ) -> None:
         self.usage, self.logprobs, self.n, self.delay, self.price = usage, logprobs, n, delay, price
         self.reasoning = reasoning
+        self.top1 = top1  # logprobs carry only the chosen token at probability 1 (no soft information)
         self.payloads: list[dict[str, Any]] = []
         self.headers_seen: list[dict[str, str]] = []
         self.poison = dict(poison or {})
@@ -149,6 +152,9 @@ class StandIn:
             return {"token": tok, "logprob": math.log(0.8), "top_logprobs": top}
 
         head = [item('{"', ['{"']), item("label", ["label"]), item('":', ['":']), item(' "', [' "'])]
+        if self.top1:
+            sure = {"token": label, "logprob": 0.0, "top_logprobs": [{"token": label, "logprob": 0.0}]}
+            return [*head, sure, item('"}', ['"}'])]
         others = [lab for lab in self.labels if lab != label][:2]
         return [*head, item(label, [label, *others]), item('"}', ['"}'])]
 

@@ -90,3 +90,40 @@ def test_bad_request_shape_settings_are_one_clear_line(tmp_path: Path) -> None:
 
     with StandIn() as s, pytest.raises(ConfigError, match="reasoning_effort"):
         _task(tmp_path, s, model="gpt-5", reasoning_effort="extreme")
+
+
+@pytest.mark.parametrize("top1", [True, False])
+def test_one_hot_logprobs_are_called_out(tmp_path: Path, top1: bool) -> None:
+    """A server whose logprobs hold only the chosen token gives no soft labels: label() says so."""
+    texts = [f"soft check {i}: my card payment" for i in range(30)]
+    with StandIn(top1=top1) as s:
+        res = label(_task(tmp_path, s, model="standin-1"), texts)
+        assert res.stats.done == 30
+        methods = {r.method for r in res.rows.values()}
+        assert methods == {"logprobs"}
+        if top1:
+            assert res.soft_warning is not None and "30 of 30 logprobs answers are one-hot" in res.soft_warning
+        else:
+            assert res.soft_warning is None
+
+
+def test_distil_label_prints_the_soft_label_warning(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from helpers import write_csv
+
+    inputs = write_csv(tmp_path / "in.csv", [{"text": f"soft check {i}: my card payment"} for i in range(25)])
+    with StandIn(top1=True) as s:
+        task = openai_task(tmp_path / "t", s.base_url, model="standin-1")
+        env = {**os.environ, "COLUMNS": "200", "DISTIL_DEBUG": ""}
+        proc = subprocess.run([sys.executable, "-m", "distil", "label", str(task), str(inputs)], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        said = " ".join((proc.stdout + proc.stderr).split())
+        assert "soft labels carry no information" in said and "[teacher].top_logprobs" in said
+        journal = subprocess.run([sys.executable, "-m", "distil", "journal", str(task)], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=120)
+    assert journal.returncode == 0, journal.stderr
+    assert "25 of 25 logprobs answers are one-hot" in " ".join((journal.stdout + journal.stderr).split())

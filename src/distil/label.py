@@ -89,6 +89,34 @@ class LabelResult:
     labeled: LabeledSet
     rows: dict[str, Row] = field(default_factory=dict)
     teacher: str = ""
+    soft_warning: str | None = None  # set when the soft labels carry no information (see soft_label_check)
+
+
+#: Answers with a top probability at least this high count as one-hot.
+ONE_HOT = 0.999
+#: Soft answers (logprobs or samples) needed before they are judged, and the one-hot share that is degenerate.
+SOFT_CHECK_MIN, SOFT_CHECK_SHARE = 20, 0.99
+
+
+def soft_label_check(rows: Sequence[Row]) -> str | None:
+    """Why the soft labels are degenerate, or None: ≥ 99% of the soft answers are one-hot.
+
+    A server that returns only the chosen token (``top_logprobs`` of length 1) or probability 1.0
+    gives "logprobs" answers that are one-hot: the student then learns from hard labels alone,
+    and nothing else would say so.
+    """
+    soft = [r for r in rows if r.status == "done" and r.method in ("logprobs", "samples") and r.probs]
+    if len(soft) < SOFT_CHECK_MIN:
+        return None
+    one_hot = sum(1 for r in soft if max(r.probs or [0.0]) >= ONE_HOT)
+    if one_hot < SOFT_CHECK_SHARE * len(soft):
+        return None
+    methods = sorted({str(r.method) for r in soft})
+    return (
+        f"the soft labels carry no information: {one_hot} of {len(soft)} {'/'.join(methods)} answers are one-hot "
+        f"(top probability >= {ONE_HOT}); the student learns from hard labels only — check that the server "
+        "returns top_logprobs with more than one entry ([teacher].top_logprobs), or use probs = \"samples\""
+    )
 
     def row_for(self, text: str) -> Row | None:
         """The journal row for one input text (None if it was not answered)."""
@@ -384,7 +412,8 @@ def _result(
         else np.zeros((0, len(task.label_names)), dtype=np.float32)
     )
     labeled = LabeledSet(answered, probs, task.label_names, teacher=fp)
-    return LabelResult(stats=stats, labeled=labeled, rows=rows, teacher=fp)
+    warning = soft_label_check(list(rows.values()))
+    return LabelResult(stats=stats, labeled=labeled, rows=rows, teacher=fp, soft_warning=warning)
 
 
 def _label_name(answer: Answer, labels: list[str]) -> str | None:

@@ -51,6 +51,11 @@ def cmd_label(args: argparse.Namespace) -> int:
         _print_rounds(args.strategy, result)
     export = _export(args, task, result)
     print_label_summary(result.stats, task.journal_path, export)
+    soft_warning = getattr(result, "soft_warning", None)
+    if soft_warning:
+        from rich.markup import escape
+
+        console.print(f"[yellow]{escape(soft_warning)}[/]")
     return _outcome(args.strategy, result.stats)
 
 
@@ -157,6 +162,7 @@ def _outcome(strategy: str, stats: LabelStats) -> int:
 def cmd_journal(args: argparse.Namespace) -> int:
     """Show what the journal holds for the task's teacher(s)."""
     from distil.journal import Journal
+    from distil.label import soft_label_check
 
     task = load_task(args.task)
     if not task.journal_path.exists():
@@ -171,5 +177,10 @@ def cmd_journal(args: argparse.Namespace) -> int:
                 f"failed {c['failed']}  pending {c['pending']}  attempts {c['attempts']}  "
                 f"tokens {c['tokens_in']}/{c['tokens_out']}  cost ${c['cost']:.4f}"
             )
+            soft_warning = soft_label_check(list(j.rows(t["fingerprint"], status="done")))
+            if soft_warning:
+                from rich.markup import escape
+
+                out.print(f"  [yellow]{escape(soft_warning)}[/]")
     out.print(f"journal: {task.journal_path}")
     return 0
