@@ -12,7 +12,8 @@ Switches: ``usage`` (report ``usage`` or not), ``logprobs`` (honour ``logprobs=t
 401, that every request gets while it is set: a revoked key; set it back to None to recover),
 ``reasoning`` (the rules OpenAI's reference gives its reasoning models — o-series, gpt-5: HTTP 400 for
 ``max_tokens`` (use ``max_completion_tokens``), for a ``temperature`` other than the default 1, and for
-``logprobs``), ``top1`` (logprobs with the chosen token alone, at probability 1).  Every request's
+``logprobs``), ``top1`` (logprobs with the chosen token alone, at probability 1), ``cached_price`` (the
+system message billed as a prompt-cache read at that price, reported in ``prompt_tokens_details``).  Every request's
 body and headers are kept in ``payloads`` and ``headers_seen``.
 """
 
@@ -53,10 +54,13 @@ class StandIn:
         labels: list[str] | None = None,
         reasoning: bool = False,
         top1: bool = False,
+        cached_price: float | None = None,
     ) -> None:
         self.usage, self.logprobs, self.n, self.delay, self.price = usage, logprobs, n, delay, price
         self.reasoning = reasoning
         self.top1 = top1  # logprobs carry only the chosen token at probability 1 (no soft information)
+        # Prompt caching as OpenAI bills it: the system message is read from the cache at this price.
+        self.cached_price = cached_price
         self.payloads: list[dict[str, Any]] = []
         self.headers_seen: list[dict[str, str]] = []
         self.poison = dict(poison or {})
@@ -119,8 +123,10 @@ class StandIn:
         content = json.dumps({"label": label})
         prompt = sum(_tokens(str(m.get("content", ""))) for m in payload["messages"]) + 8
         completion = _tokens(content) * k
+        cached = _tokens(str(payload["messages"][0].get("content", ""))) if self.cached_price is not None else 0
+        cached_rate = self.price[0] if self.cached_price is None else self.cached_price
         with self.lock:
-            self.billed += (prompt * self.price[0] + completion * self.price[1]) / 1e6
+            self.billed += ((prompt - cached) * self.price[0] + cached * cached_rate + completion * self.price[1]) / 1e6
         choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content},
                                   "finish_reason": "stop"}
         if payload.get("logprobs") and self.logprobs:
@@ -130,6 +136,8 @@ class StandIn:
         if self.usage:
             body["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
                              "total_tokens": prompt + completion}
+            if self.cached_price is not None:
+                body["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
         return 200, {}, self._poisoned(body, kind)
 
     @staticmethod

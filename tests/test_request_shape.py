@@ -127,3 +127,29 @@ def test_distil_label_prints_the_soft_label_warning(tmp_path: Path) -> None:
                                  capture_output=True, text=True, timeout=120)
     assert journal.returncode == 0, journal.stderr
     assert "25 of 25 logprobs answers are one-hot" in " ".join((journal.stdout + journal.stderr).split())
+
+
+@pytest.mark.parametrize("task_knows_the_cached_price", [True, False])
+def test_cached_prompt_tokens_are_priced_as_billed(tmp_path: Path, task_knows_the_cached_price: bool) -> None:
+    """The long shared prefix (instruction + labels) is read from the provider's cache at a lower price."""
+    prices = {"price_in_per_1m": 1.0, "price_out_per_1m": 2.0}
+    if task_knows_the_cached_price:
+        prices["price_cached_in_per_1m"] = 0.1
+    with StandIn(cached_price=0.1, price=(1.0, 2.0)) as s:
+        res = label(_task(tmp_path, s, model="standin-1", **prices), TEXTS)
+        assert res.stats.done == len(TEXTS) and s.billed > 0
+        if task_knows_the_cached_price:
+            assert res.stats.spent == pytest.approx(s.billed, rel=1e-9)  # what the invoice shows
+        else:
+            assert res.stats.spent > 1.5 * s.billed  # cached tokens at the full input price: never under the bill
+
+
+def test_a_malformed_cached_token_count_is_named() -> None:
+    from distil.teachers.reply import MalformedReply, parse_reply
+
+    body = {"choices": [{"message": {"content": "card"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": -3}}}
+    with pytest.raises(MalformedReply, match="cached_tokens"):
+        parse_reply(json.dumps(body))
+    body["usage"]["prompt_tokens_details"] = {"cached_tokens": 50}  # type: ignore[index]
+    assert parse_reply(json.dumps(body)).cached == 10  # never more than the prompt

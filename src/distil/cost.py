@@ -47,6 +47,13 @@ class Price:
     out_per_1m: float
     source: str = "user"
     read_on: str | None = None
+    cached_in_per_1m: float | None = None  # prompt tokens read from the server's cache; None: at in_per_1m
+
+    def tokens_cost(self, tokens_in: int, tokens_out: int, cached: int = 0) -> float:
+        """Dollars for one request: uncached and cached prompt tokens, and completion tokens."""
+        cached = max(0, min(cached, tokens_in))
+        cached_rate = self.in_per_1m if self.cached_in_per_1m is None else self.cached_in_per_1m
+        return ((tokens_in - cached) * self.in_per_1m + cached * cached_rate + tokens_out * self.out_per_1m) / 1e6
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for metrics.json."""
@@ -55,6 +62,7 @@ class Price:
             "out_per_1m": self.out_per_1m,
             "source": self.source,
             "read_on": self.read_on,
+            "cached_in_per_1m": self.cached_in_per_1m,
         }
 
 
@@ -62,13 +70,14 @@ _OPENAI = "https://openai.com/api/pricing"
 _ANTHROPIC = "https://www.anthropic.com/pricing#api"
 _GOOGLE = "https://ai.google.dev/gemini-api/docs/pricing"
 
-#: Default list prices, $ per 1M tokens (input, output), standard tier, no batch/cache discounts.
+#: Default list prices, $ per 1M tokens (input, output[, cached input]), standard tier, no batch discount;
+#: a cached-input price where the provider bills prompt-cache reads apart (OpenAI), else None (at the input price).
 DEFAULT_PRICES: dict[str, Price] = {
-    "gpt-4o-mini": Price(0.15, 0.60, _OPENAI, PRICES_READ_ON),
-    "gpt-4o": Price(2.50, 10.00, _OPENAI, PRICES_READ_ON),
-    "gpt-4.1-nano": Price(0.10, 0.40, _OPENAI, PRICES_READ_ON),
-    "gpt-4.1-mini": Price(0.40, 1.60, _OPENAI, PRICES_READ_ON),
-    "gpt-4.1": Price(2.00, 8.00, _OPENAI, PRICES_READ_ON),
+    "gpt-4o-mini": Price(0.15, 0.60, _OPENAI, PRICES_READ_ON, 0.075),
+    "gpt-4o": Price(2.50, 10.00, _OPENAI, PRICES_READ_ON, 1.25),
+    "gpt-4.1-nano": Price(0.10, 0.40, _OPENAI, PRICES_READ_ON, 0.025),
+    "gpt-4.1-mini": Price(0.40, 1.60, _OPENAI, PRICES_READ_ON, 0.10),
+    "gpt-4.1": Price(2.00, 8.00, _OPENAI, PRICES_READ_ON, 0.50),
     "claude-3-5-haiku": Price(0.80, 4.00, _ANTHROPIC, PRICES_READ_ON),
     "claude-sonnet-4": Price(3.00, 15.00, _ANTHROPIC, PRICES_READ_ON),
     "gemini-2.0-flash": Price(0.10, 0.40, _GOOGLE, PRICES_READ_ON),
@@ -112,15 +121,16 @@ def _price(value: Any, *, model: str, source: str) -> Price:
         return value
     try:
         if isinstance(value, Mapping):
-            unknown = set(value) - {"in_per_1m", "out_per_1m", "source", "read_on"}
+            unknown = set(value) - {"in_per_1m", "out_per_1m", "source", "read_on", "cached_in_per_1m"}
             if unknown:
                 raise ValueError(f"unknown key(s) {sorted(unknown)}")
             pin, pout = float(value["in_per_1m"]), float(value["out_per_1m"])
             src = str(value.get("source", source))
             read_on = value.get("read_on")
+            cached = None if value.get("cached_in_per_1m") is None else float(value["cached_in_per_1m"])
         elif isinstance(value, list | tuple) and len(value) == 2:
             pin, pout = float(value[0]), float(value[1])
-            src, read_on = source, None
+            src, read_on, cached = source, None, None
         else:
             raise ValueError(f"found {value!r}")
     except (KeyError, TypeError, ValueError) as exc:
@@ -128,9 +138,9 @@ def _price(value: Any, *, model: str, source: str) -> Price:
             f"{source}: price for model {model!r} is malformed ({exc})",
             hint="write it as {in_per_1m = 0.15, out_per_1m = 0.60} ($ per 1M tokens)",
         ) from None
-    if pin < 0 or pout < 0:
-        raise ConfigError(f"{source}: price for model {model!r} is negative ({pin}, {pout})")
-    return Price(pin, pout, src, str(read_on) if read_on is not None else None)
+    if pin < 0 or pout < 0 or (cached is not None and cached < 0):
+        raise ConfigError(f"{source}: price for model {model!r} is negative ({pin}, {pout}, {cached})")
+    return Price(pin, pout, src, str(read_on) if read_on is not None else None, cached)
 
 
 def lookup_price(
@@ -139,6 +149,7 @@ def lookup_price(
     *,
     price_in_per_1m: float = 0.0,
     price_out_per_1m: float = 0.0,
+    price_cached_in_per_1m: float | None = None,
 ) -> Price | None:
     """The price of ``model``: the task's own prices when set, else the table.
 
@@ -147,7 +158,7 @@ def lookup_price(
     prefix.  Returns None when nothing matches.
     """
     if price_in_per_1m > 0 or price_out_per_1m > 0:
-        return Price(price_in_per_1m, price_out_per_1m, "task file", None)
+        return Price(price_in_per_1m, price_out_per_1m, "task file", None, price_cached_in_per_1m)
     name = model.strip()
     candidates = [name, name.rsplit("/", 1)[-1]]
     for cand in candidates:

@@ -92,6 +92,8 @@ class OpenAITeacherSpec(_Strict):
     # Dollars per million tokens; used for the estimate shown before spending and the journal's cost.
     price_in_per_1m: float = Field(default=0.0, ge=0)
     price_out_per_1m: float = Field(default=0.0, ge=0)
+    # Prompt tokens the server read from its cache (usage.prompt_tokens_details.cached_tokens); unset: input price.
+    price_cached_in_per_1m: float | None = Field(default=None, ge=0)
     # Request shape. "auto": OpenAI's reasoning families (o1, o3, o4, gpt-5…) get max_completion_tokens
     # and no temperature (they refuse max_tokens and any temperature but the default); others max_tokens.
     token_limit_param: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"

@@ -335,7 +335,8 @@ class OpenAITeacher(Teacher):
         self.schema = label_schema(self.labels)
         #: $ per 1M tokens: the task's prices when set, else the built-in table's for the model; None: unknown.
         self.price: Price | None = lookup_price(
-            spec.model, DEFAULT_PRICES, price_in_per_1m=spec.price_in_per_1m, price_out_per_1m=spec.price_out_per_1m
+            spec.model, DEFAULT_PRICES, price_in_per_1m=spec.price_in_per_1m, price_out_per_1m=spec.price_out_per_1m,
+            price_cached_in_per_1m=spec.price_cached_in_per_1m,
         )
         self.retry = retry if retry is not None else RetryPolicy(max_retries=spec.max_retries)
         sleep = sleep or self.retry.sleep
@@ -450,9 +451,9 @@ class OpenAITeacher(Teacher):
         """Whether the task or the built-in table gives this model a price."""
         return self.price is not None
 
-    def _cost(self, tokens_in: int, tokens_out: int) -> float:
+    def _cost(self, tokens_in: int, tokens_out: int, cached: int = 0) -> float:
         p = self.price
-        return 0.0 if p is None else (tokens_in * p.in_per_1m + tokens_out * p.out_per_1m) / 1e6
+        return 0.0 if p is None else p.tokens_cost(tokens_in, tokens_out, cached)
 
     # -- HTTP ----------------------------------------------------------------------
     def _payload(
@@ -578,7 +579,7 @@ class OpenAITeacher(Teacher):
         cost = 0.0
         try:
             reply = self._post_once(payload, st)
-            cost = hold if reply.usage is None else self._cost(*reply.usage)
+            cost = hold if reply.usage is None else self._cost(*reply.usage, cached=reply.cached)
             return reply
         except MalformedReply:
             cost = hold

@@ -52,6 +52,7 @@ class Reply:
 
     choices: list[Choice]
     usage: tuple[int, int] | None
+    cached: int = 0  # prompt tokens the server read from its prompt cache (usage.prompt_tokens_details)
 
     def content(self) -> str:
         """The first choice's text ('' when there is none)."""
@@ -82,7 +83,9 @@ def parse_reply(raw: str) -> Reply:
         choices = obj.get("choices")
         if not isinstance(choices, list):
             raise _Wrong("choices", choices, "a list")
-        return Reply([_choice(c, f"choices[{i}]") for i, c in enumerate(choices)], _usage(obj.get("usage")))
+        usage = _usage(obj.get("usage"))
+        return Reply([_choice(c, f"choices[{i}]") for i, c in enumerate(choices)], usage,
+                     _cached(obj.get("usage"), usage))
     except _Wrong as exc:
         raise MalformedReply(str(exc), raw) from None
 
@@ -145,6 +148,21 @@ def _token(value: Any, where: str) -> None:
     lp = item.get("logprob")
     if isinstance(lp, bool) or not isinstance(lp, int | float) or math.isnan(lp):
         raise _Wrong(f"{where}.logprob", lp, "a number")
+
+
+def _cached(value: Any, usage: tuple[int, int] | None) -> int:
+    """``usage.prompt_tokens_details.cached_tokens`` (OpenAI's prompt caching), capped at the prompt tokens; else 0."""
+    if usage is None or not isinstance(value, dict):
+        return 0
+    details = value.get("prompt_tokens_details")
+    if details is None:
+        return 0
+    n = _object(details, "usage.prompt_tokens_details").get("cached_tokens")
+    if n is None:
+        return 0
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise _Wrong("usage.prompt_tokens_details.cached_tokens", n, "a whole number >= 0")
+    return min(int(n), usage[0])
 
 
 def _usage(value: Any) -> tuple[int, int] | None:
