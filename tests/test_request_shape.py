@@ -153,3 +153,24 @@ def test_a_malformed_cached_token_count_is_named() -> None:
         parse_reply(json.dumps(body))
     body["usage"]["prompt_tokens_details"] = {"cached_tokens": 50}  # type: ignore[index]
     assert parse_reply(json.dumps(body)).cached == 10  # never more than the prompt
+
+
+def test_few_shot_examples_reach_the_prompt_and_the_journal_key(tmp_path: Path) -> None:
+    examples = '\n[examples]\ncard = ["my card got stuck in the ATM", "card  declined\\nagain"]\ncash = ["ATM cash"]\n'
+    with StandIn() as s:
+        plain = _task(tmp_path / "a", s, model="standin-1")
+        shots = _task(tmp_path / "b", s, examples, model="standin-1")
+        assert shots.examples["card"][0] == "my card got stuck in the ATM"
+        label(shots, TEXTS[:2])
+        system = s.payloads[-1]["messages"][0]["content"]
+        assert 'Examples:\n- "my card got stuck in the ATM" -> {"label": "card"}\n- "card declined again"' in system
+        assert system.index('-> {"label": "card"}') < system.index('-> {"label": "cash"}')  # label order
+        assert "Examples:" not in make_teacher(plain).system_prompt
+        assert make_teacher(plain).fingerprint() != make_teacher(shots).fingerprint()
+
+
+def test_examples_for_an_unknown_label_are_refused(tmp_path: Path) -> None:
+    from distil.errors import ConfigError
+
+    with StandIn() as s, pytest.raises(ConfigError, match="examples for label"):
+        _task(tmp_path, s, '\n[examples]\ncrypto = ["bitcoin"]\n', model="standin-1")

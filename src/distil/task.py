@@ -192,6 +192,9 @@ class Task(_Strict):
     input: InputSpec = Field(default_factory=InputSpec)
     teacher: TeacherSpec | None = None
     targets: Targets = Field(default_factory=Targets)
+    # Few-shot examples for LLM teachers: label -> a handful of texts of that label, shown in the prompt
+    # (so part of the journal key: new examples are a new prompt, never mixed with old answers).
+    examples: dict[str, list[str]] = Field(default_factory=dict)
     # Where the journal and outputs live, relative to the task file.
     work_dir: str = ".distil"
     # Set by :meth:`load`; not part of the file.
@@ -210,6 +213,17 @@ class Task(_Strict):
         if dupes:
             raise ValueError(f"duplicate labels: {dupes}")
         return v
+
+    @model_validator(mode="after")
+    def _examples_ok(self) -> Task:
+        unknown = sorted(set(self.examples) - set(self.labels))
+        if unknown:
+            raise ValueError(f"examples for label(s) {unknown} that are not among the task's labels "
+                             f"{list(self.labels)}")
+        empty = sorted(k for k, texts in self.examples.items() if any(not t.strip() for t in texts))
+        if empty:
+            raise ValueError(f"examples for {empty} include an empty text")
+        return self
 
     # -- accessors -----------------------------------------------------------------
     @property

@@ -285,10 +285,15 @@ def _norm(text: str) -> str:
 
 
 def build_system_prompt(task: Task) -> str:
-    """The system message: instruction, labels (with descriptions), answer format."""
+    """The system message: instruction, labels (with descriptions), the task's examples if any, answer format."""
     lines = [task.instruction.strip(), "", "Labels:"]
     for name, desc in task.label_descriptions.items():
         lines.append(f"- {name}" if desc == name else f"- {name}: {desc}")
+    if task.examples:
+        lines += ["", "Examples:"]
+        for name in task.label_names:  # in label order, so the prompt does not depend on the file's order
+            lines += [f"- {json.dumps(' '.join(t.split()), ensure_ascii=False)} -> {json.dumps({'label': name})}"
+                      for t in task.examples.get(name, [])]
     lines += [
         "",
         'Answer with a JSON object only, in the form {"label": "<label>"}, '
