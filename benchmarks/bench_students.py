@@ -233,7 +233,7 @@ def run(ds: str, finetune_steps: int, students: list[str], with_hard: bool = Fal
             if rec["name"] == "finetune":
                 note = (note + f"; capped at {finetune_steps} steps").strip("; ")
             if rec["name"] == "ensemble":
-                note = (note + "; ngram + tuned, members reused from the ladder").strip("; ")
+                note = (note + "; ngram + static + tuned, members reused from the ladder").strip("; ")
             rows.append(
                 row(
                     f"{rec['name']} ({tag})",

@@ -174,3 +174,17 @@ def test_examples_for_an_unknown_label_are_refused(tmp_path: Path) -> None:
 
     with StandIn() as s, pytest.raises(ConfigError, match="examples for label"):
         _task(tmp_path, s, '\n[examples]\ncrypto = ["bitcoin"]\n', model="standin-1")
+
+
+def test_price_tables_take_a_cached_input_price() -> None:
+    from distil.cost import DEFAULT_PRICES, load_prices, lookup_price
+    from distil.errors import ConfigError
+
+    table = load_prices({"my-model": {"in_per_1m": 1.0, "out_per_1m": 2.0, "cached_in_per_1m": 0.25}})
+    price = lookup_price("my-model", table)
+    assert price is not None and price.tokens_cost(1000, 10, cached=600) == pytest.approx(
+        (400 * 1.0 + 600 * 0.25 + 10 * 2.0) / 1e6)
+    assert DEFAULT_PRICES["gpt-4o-mini"].cached_in_per_1m == 0.075
+    assert DEFAULT_PRICES["claude-sonnet-4"].tokens_cost(1000, 0, cached=1000) == pytest.approx(3.0 / 1000)
+    with pytest.raises(ConfigError, match="negative"):
+        load_prices({"m": {"in_per_1m": 1.0, "out_per_1m": 2.0, "cached_in_per_1m": -1}})

@@ -82,7 +82,7 @@ def test_ensemble_averages_calibrated_members_and_reuses_fitted_ones(tmp_path: P
         for m, t in zip(ens.members_, ens.member_temperatures_, strict=True)
     ) / 2
     np.testing.assert_allclose(logp, manual, rtol=1e-4, atol=1e-4)
-    assert ens.features(va).shape == (len(va), 16 + 16)
+    assert ens.features(va).shape == (len(va), 16 + 16)  # ngram dim + tuned dim
     assert ens.size_bytes() == ngram.size_bytes() + ens.members_[1].size_bytes()
     ens.save(tmp_path / "en")
     back = load_student(tmp_path / "en")
@@ -108,7 +108,8 @@ def test_ensemble_refuses_bad_members(members: list[str]) -> None:
 def test_tuned_and_ensemble_predict_without_torch(tmp_path: Path) -> None:
     ls = small_banking(n_classes=3, per_class=10)
     base = tiny_static_model(tmp_path / "m2v", ls.texts, dim=8)
-    params = {"ngram": {"bits": 10, "dim": 8, "epochs": 1}, "tuned": {"base": str(base), "hidden": 8, "epochs": 2}}
+    params = {"ngram": {"bits": 10, "dim": 8, "epochs": 1}, "tuned": {"base": str(base), "hidden": 8, "epochs": 2},
+              "static": {"base": str(base), "hidden": 8, "epochs": 2}}
     EnsembleStudent(params=params).fit(ls.texts, ls.probs, labels=ls.labels).save(tmp_path / "en")
     TunedStaticStudent(**params["tuned"]).fit(ls.texts, ls.probs, labels=ls.labels).save(tmp_path / "tu")
     code = (
@@ -131,7 +132,8 @@ def test_crossfit_copies_of_an_ensemble_train_their_own_members(tmp_path: Path) 
 
     ls = small_banking(n_classes=4, per_class=12)
     base = tiny_static_model(tmp_path / "m2v", ls.texts, dim=8)
-    params = {"ngram": FAST_NGRAM, "tuned": {"base": str(base), "hidden": 8, "epochs": 3}}
+    params = {"ngram": FAST_NGRAM, "tuned": {"base": str(base), "hidden": 8, "epochs": 3},
+              "static": {"base": str(base), "hidden": 8, "epochs": 3}}
     whole = NgramStudent(**FAST_NGRAM).fit(ls.texts, ls.probs, labels=ls.labels)
     with_reuse = EnsembleStudent(params=params, reuse={"ngram": whole})
     fresh = EnsembleStudent(params=params)
@@ -155,14 +157,15 @@ def test_the_ladder_trains_each_member_of_an_ensemble_once(tmp_path: Path, monke
     monkeypatch.setattr(TunedStaticStudent, "fit", counting_fit)
     ls = small_banking(n_classes=4, per_class=20)
     base = tiny_static_model(tmp_path / "m2v", ls.texts, dim=8)
-    params = {"ngram": FAST_NGRAM, "tuned": {"base": str(base), "hidden": 8, "epochs": 3}}
-    res = train(ls, tmp_path / "art", students=("ngram", "tuned", "ensemble"), params=params, resume=False,
+    params = {"ngram": FAST_NGRAM, "tuned": {"base": str(base), "hidden": 8, "epochs": 3},
+              "static": {"base": str(base), "hidden": 8, "epochs": 3}}
+    res = train(ls, tmp_path / "art", students=("ngram", "static", "tuned", "ensemble"), params=params, resume=False,
                 routing={"calibration": "heldout"})  # no cross-fitted copies: only the ladder's fits count
     assert len(calls) == 1  # the ensemble reused the ladder's tuned member
-    assert [r["name"] for r in res.ladder] == ["ngram", "tuned", "ensemble"]
+    assert [r["name"] for r in res.ladder] == ["ngram", "static", "tuned", "ensemble"]
     art = load_artifact(tmp_path / "art")
     ens = art.student("ensemble")
-    assert isinstance(ens, EnsembleStudent) and list(ens.members) == ["ngram", "tuned"]
+    assert isinstance(ens, EnsembleStudent) and list(ens.members) == ["ngram", "static", "tuned"]
     np.testing.assert_allclose(ens.predict_proba(ls.texts[:5]).sum(1), 1.0, rtol=1e-5)
 
 

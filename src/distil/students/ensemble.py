@@ -1,10 +1,10 @@
 """A cheap ensemble of numpy students (the ``ensemble`` student): their calibrated log-probabilities averaged.
 
-Two students that see a text differently (hashed character n-grams and tuned static token
-vectors) make different mistakes; averaging their log-probabilities is right more often than
-either and ranks its own mistakes better, at the sum of their (small) costs.  Each member is
+Students that see a text differently (hashed character n-grams, static token vectors, tuned
+ones) make different mistakes; averaging their log-probabilities is right more often than
+any one of them and ranks its own mistakes better, at the sum of their (small) costs.  Each member is
 calibrated on the validation texts before the average (a member with sharper logits would
-otherwise outvote the other), and the ensemble's own temperature is fitted by the ladder as
+otherwise outvote the others), and the ensemble's own temperature is fitted by the ladder as
 every student's is.  Only numpy students may be members, so prediction never imports torch.
 
 A saved ensemble is a folder with ``student.json``, ``weights.safetensors`` (the members'
@@ -38,7 +38,7 @@ class EnsembleStudent(Student):
 
     def __init__(
         self,
-        members: Sequence[str] = ("ngram", "tuned"),
+        members: Sequence[str] = ("ngram", "static", "tuned"),
         params: dict[str, dict[str, Any]] | None = None,
         seed: int = 0,
         reuse: Mapping[str, Student] | None = None,
