@@ -498,6 +498,7 @@ class Inputs:
     gold: list[str | None]
     fields: list[str]
     report: InputReport
+    table: Table | None = None  # the rows as read (``distil predict`` writes them back with the predictions)
 
     def used_rows(self) -> list[int]:
         """0-based indices of the rows that have a usable text."""
@@ -541,7 +542,7 @@ def read_inputs(
                 f"{table.path}: column {label_column!r} has no gold label in any row with a text",
                 hint="fill the gold label column, or pass --label-column with the column that holds them",
             )
-    return Inputs(table.path, texts, rows, gold, list(fields), report)
+    return Inputs(table.path, texts, rows, gold, list(fields), report, table)
 
 
 def _text_rule(spec: Any, text_column: str | None) -> tuple[list[str], Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from distil.cli.display import ConsoleReporter, console, out, print_verdict
-from distil.cli.inputs import load_task, read_artifact_texts
+from distil.cli.inputs import load_task, read_artifact_inputs, read_artifact_texts
 from distil.errors import ConfigError
 
 
@@ -124,24 +124,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Label new inputs with a trained student (no teacher)."""
-    import json
+    """Label new inputs with a trained student (no teacher): one output row per input row, its columns kept."""
+    import sys
 
     from distil.artifact import predict
+    from distil.data import read_table
+    from distil.predictions import jsonl_text, output_format, prediction_rows, write_predictions
 
-    texts, report = read_artifact_texts(args.artifact, args.inputs, args.text_column)
-    console.print(f"[bold]{args.inputs}[/]: {report.summary()}")
-    preds = predict(Path(args.artifact), texts)
     if args.out:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as fh:
-            for text, p in zip(texts, preds, strict=True):
-                fh.write(json.dumps({"text": text, **p}, ensure_ascii=False) + "\n")
-        console.print(f"predictions: {path}")
+        output_format(args.out)  # a bad suffix is refused before anything is read or predicted
+    got = read_artifact_inputs(args.artifact, args.inputs, args.text_column)
+    console.print(f"[bold]{args.inputs}[/]: {got.report.summary()}")
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    table = got.table if got.table is not None else read_table(args.inputs)
+    names, rows = prediction_rows(table, got, predict(Path(args.artifact), got.texts), columns=columns,
+                                  probs=args.probs)
+    if args.out:
+        console.print(f"predictions ({len(rows)} rows, {', '.join(names)}): {write_predictions(args.out, names, rows)}")
     else:
-        for text, p in zip(texts, preds, strict=True):
-            out.print(json.dumps({"text": text, **p}, ensure_ascii=False), soft_wrap=True)
+        sys.stdout.write(jsonl_text(rows))
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from distil.cli.display import console
 
 if TYPE_CHECKING:
-    from distil.data import InputReport
+    from distil.data import InputReport, Inputs
     from distil.task import Task
 
 
@@ -34,10 +34,15 @@ def read_task_texts(task: Task, path: str, text_column: str | None) -> list[str]
     return got.texts
 
 
-def read_artifact_texts(artifact: str, path: str, text_column: str | None) -> tuple[list[str], InputReport]:
-    """The unique texts of ``path`` read as the artifact's students were trained to read them."""
+def read_artifact_inputs(artifact: str, path: str, text_column: str | None) -> Inputs:
+    """``path`` read as the artifact's students were trained to read it (its ``[input]`` rule)."""
     from distil.artifact import load_artifact
     from distil.data import read_inputs
 
-    got = read_inputs(path, load_artifact(Path(artifact)).input_spec(), text_column=text_column)
+    return read_inputs(path, load_artifact(Path(artifact)).input_spec(), text_column=text_column)
+
+
+def read_artifact_texts(artifact: str, path: str, text_column: str | None) -> tuple[list[str], InputReport]:
+    """The unique texts of ``path`` read as the artifact's students were trained to read them."""
+    got = read_artifact_inputs(artifact, path, text_column)
     return got.texts, got.report

@@ -131,7 +131,9 @@ def _add_predict(sub: Subparsers) -> None:
     s.add_argument("artifact")
     s.add_argument("inputs")
     s.add_argument("--text-column", help=_ARTIFACT_TEXT_HELP)
-    s.add_argument("--out")
+    s.add_argument("--out", help="predictions file: .csv, .parquet or .jsonl (default: JSONL on standard output)")
+    s.add_argument("--columns", help="input columns to keep, comma-separated (default: all)")
+    s.add_argument("--probs", action="store_true", help="add one p_<label> column per label")
     s.set_defaults(fn=cmd_predict)
 
 
