@@ -91,6 +91,10 @@ class LabelResult:
     teacher: str = ""
     soft_warning: str | None = None  # set when the soft labels carry no information (see soft_label_check)
 
+    def row_for(self, text: str) -> Row | None:
+        """The journal row for one input text (None if it was not answered)."""
+        return self.rows.get(text)
+
 
 #: Answers with a top probability at least this high count as one-hot.
 ONE_HOT = 0.999
@@ -117,10 +121,6 @@ def soft_label_check(rows: Sequence[Row]) -> str | None:
         f"(top probability >= {ONE_HOT}); the student learns from hard labels only — check that the server "
         "returns top_logprobs with more than one entry ([teacher].top_logprobs), or use probs = \"samples\""
     )
-
-    def row_for(self, text: str) -> Row | None:
-        """The journal row for one input text (None if it was not answered)."""
-        return self.rows.get(text)
 
 
 class LabelInterrupted(Interrupted):
