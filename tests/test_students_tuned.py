@@ -12,6 +12,7 @@ from _distil_helpers import small_banking, tiny_static_model
 
 from distil.errors import ArtifactError, ConfigError
 from distil.students import load_student
+from distil.students.base import softmax
 from distil.students.ensemble import EnsembleStudent
 from distil.students.ngram import NgramStudent
 from distil.students.static import StaticStudent
@@ -78,7 +79,7 @@ def test_ensemble_averages_calibrated_members_and_reuses_fitted_ones(tmp_path: P
     logp = ens.predict_logits(va)
     assert (np.exp(logp).sum(1) <= 1.0 + 1e-5).all()  # a geometric mean of distributions sums to at most 1
     manual = sum(
-        np.log(np.clip(_softmax(m.predict_logits(va) / t), 1e-30, 1))
+        np.log(np.clip(softmax(m.predict_logits(va) / t), 1e-30, 1))
         for m, t in zip(ens.members_, ens.member_temperatures_, strict=True)
     ) / 2
     np.testing.assert_allclose(logp, manual, rtol=1e-4, atol=1e-4)
@@ -91,11 +92,6 @@ def test_ensemble_averages_calibrated_members_and_reuses_fitted_ones(tmp_path: P
     (tmp_path / "en" / "members" / "tuned" / "tokenizer.json").unlink()
     with pytest.raises(ArtifactError, match="tokenizer.json"):
         load_student(tmp_path / "en")
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return np.asarray(e / e.sum(1, keepdims=True))
 
 
 @pytest.mark.parametrize("members", [["ngram"], ["ngram", "encoder"], ["ngram", "ngram"], ["ngram", "ensemble"]])

@@ -498,7 +498,7 @@ class Inputs:
     gold: list[str | None]
     fields: list[str]
     report: InputReport
-    table: Table | None = None  # the rows as read (``distil predict`` writes them back with the predictions)
+    table: Table  # the rows as read (``distil predict`` writes them back with the predictions)
 
     def used_rows(self) -> list[int]:
         """0-based indices of the rows that have a usable text."""

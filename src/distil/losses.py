@@ -32,7 +32,8 @@ def _soften_np(probs: np.ndarray, temperature: float) -> np.ndarray:
     return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
-def _log_softmax_np(z: np.ndarray) -> np.ndarray:
+def log_softmax_np(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in numpy (stable: the row maximum is subtracted first)."""
     z = z - z.max(axis=1, keepdims=True)
     return np.asarray(z - np.log(np.exp(z).sum(axis=1, keepdims=True)))
 
@@ -68,10 +69,10 @@ def kd_loss_grad(
     n = z.shape[0]
     t = float(temperature)
     p_t = _soften_np(p, t)
-    log_q_t = _log_softmax_np(z / t)
+    log_q_t = log_softmax_np(z / t)
     kl = np.where(p_t > 0, p_t * (np.log(np.clip(p_t, 1e-300, 1.0)) - log_q_t), 0.0).sum(axis=1)
     y = _hard_np(p, labels)
-    log_q = _log_softmax_np(z)
+    log_q = log_softmax_np(z)
     ce = -log_q[np.arange(n), y]
     loss = float(np.mean(t * t * kl + alpha * ce))
     grad = t * (np.exp(log_q_t) - p_t)

@@ -128,7 +128,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import sys
 
     from distil.artifact import predict
-    from distil.data import read_table
     from distil.predictions import jsonl_text, output_format, prediction_rows, write_predictions
 
     if args.out:
@@ -136,8 +135,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     got = read_artifact_inputs(args.artifact, args.inputs, args.text_column)
     console.print(f"[bold]{args.inputs}[/]: {got.report.summary()}")
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-    table = got.table if got.table is not None else read_table(args.inputs)
-    names, rows = prediction_rows(table, got, predict(Path(args.artifact), got.texts), columns=columns,
+    names, rows = prediction_rows(got.table, got, predict(Path(args.artifact), got.texts), columns=columns,
                                   probs=args.probs)
     if args.out:
         console.print(f"predictions ({len(rows)} rows, {', '.join(names)}): {write_predictions(args.out, names, rows)}")

@@ -404,9 +404,7 @@ def _fit_head(
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     vx = torch.from_numpy(np.ascontiguousarray(val_x, dtype=np.float32)) if val_x is not None else None
     vp = torch.from_numpy(np.asarray(val_probs, dtype=np.float32)) if val_probs is not None else None
-    best: tuple[float, float] | None = None
-    best_state: dict[str, torch.Tensor] = {}
-    bad = 0
+    stopper = EarlyStopping(patience)
     for _epoch in range(epochs):
         net.train()
         order = rng.permutation(len(xt))
@@ -416,19 +414,35 @@ def _fit_head(
             opt.zero_grad()
             loss.backward()
             opt.step()
-        if vx is None or vp is None:
-            continue
-        score = _val_score(net, vx, vp, temperature=temperature, alpha=alpha)
-        if best is None or score > best:
-            best, bad = score, 0
-            best_state = {n: p.detach().clone() for n, p in net.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    if best_state:
-        net.load_state_dict(best_state)
+        if vx is not None and vp is not None and stopper.stop(net, _val_score(net, vx, vp, temperature=temperature,
+                                                                               alpha=alpha)):
+            break
+    stopper.restore(net)
     return _head_arrays(net, head)
+
+
+class EarlyStopping:
+    """Keep the torch module's best epoch by a validation score (higher is better); stop after ``patience`` worse."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best: tuple[float, float] | None = None
+        self.best_state: dict[str, Any] = {}
+        self.bad = 0
+
+    def stop(self, net: Any, score: tuple[float, float]) -> bool:
+        """Record this epoch's ``score`` (a copy of ``net``'s weights when it is the best); True: stop now."""
+        if self.best is None or score > self.best:
+            self.best, self.bad = score, 0
+            self.best_state = {n: v.detach().clone() for n, v in net.state_dict().items()}
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def restore(self, net: Any) -> None:
+        """Load the best epoch's weights into ``net`` (nothing when no epoch was scored)."""
+        if self.best_state:
+            net.load_state_dict(self.best_state)
 
 
 def _build_head(head: str, d: int, k: int, hidden: int) -> Any:

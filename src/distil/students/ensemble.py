@@ -96,15 +96,12 @@ class EnsembleStudent(Student):
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
         """Mean of the members' log-softmax(logits / their temperature), in numpy."""
+        from distil.losses import log_softmax_np
+
         self._check_fitted()
-        total: np.ndarray | None = None
-        for student, t in zip(self.members_, self.member_temperatures_, strict=True):
-            z = student.predict_logits(texts) / float(t)
-            z = z - z.max(axis=1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            total = logp if total is None else total + logp
-        assert total is not None
-        return np.asarray(total / len(self.members_), dtype=np.float32)
+        logp = [log_softmax_np(s.predict_logits(texts) / float(t))
+                for s, t in zip(self.members_, self.member_temperatures_, strict=True)]
+        return np.asarray(np.mean(logp, axis=0), dtype=np.float32)
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """The members' features side by side, each L2-normalised (for out-of-distribution scores)."""

@@ -17,7 +17,14 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from distil.students.base import _build_head, _head_arrays, _val_score, targets_for, torch_threads
+from distil.students.base import (
+    EarlyStopping,
+    _build_head,
+    _head_arrays,
+    _val_score,
+    targets_for,
+    torch_threads,
+)
 from distil.students.ngram import csr_batch
 from distil.students.static import StaticStudent
 
@@ -104,9 +111,7 @@ class TunedStaticStudent(StaticStudent):
         flat, indptr = local(train[0]), train[1]
         vx = None if val is None else _bag_input(local(val[0][0]), val[0][1], np.arange(len(val[1])))
         vp = None if val is None else torch.from_numpy(val[1])
-        best: tuple[float, float] | None = None
-        best_state: dict[str, Any] = {}
-        bad = 0
+        stopper = EarlyStopping(self.patience)
         for _epoch in range(self.epochs):
             net.train()
             order = rng.permutation(len(indptr) - 1)
@@ -119,18 +124,11 @@ class TunedStaticStudent(StaticStudent):
                 loss.backward()
                 opt_e.step()  # type: ignore[no-untyped-call]
                 opt_h.step()
-            if vx is None or vp is None:
-                continue
-            score = _val_score(net, vx, vp, temperature=self.temperature, alpha=self.alpha)
-            if best is None or score > best:
-                best, bad = score, 0
-                best_state = {n: v.detach().clone() for n, v in net.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= self.patience:
-                    break
-        if best_state:
-            net.load_state_dict(best_state)
+            if vx is not None and vp is not None and stopper.stop(
+                net, _val_score(net, vx, vp, temperature=self.temperature, alpha=self.alpha)
+            ):
+                break
+        stopper.restore(net)
         table = net.bag.weight.detach().numpy().copy()
         return rows, table, _head_arrays(net.head, self.head)
 
