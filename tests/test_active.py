@@ -231,7 +231,7 @@ def test_the_held_out_figures_come_from_the_random_sample_the_active_run_kept(tm
     assert ls.info is not None and {ls.texts[i] for i in ls.info["random_heldout"]} == set(res.heldout)
     out = train(ls, tmp_path / "student", students=("ngram",), params={"ngram": {"bits": 13, "dim": 16,
                                                                                   "epochs": 5}})
-    config = json.loads((out.out / "config.json").read_text())
+    config = json.loads((out.out / "distil_config.json").read_text())
     assert config["heldout_kind"] == "random sample" and config["n_heldout"] == 30
     from distil.artifact import load_artifact
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -181,8 +182,9 @@ def test_train_with_a_gold_validation_file_records_retention(tmp_path: Path) -> 
     assert "retention vs gold (validation)" in proc.stdout
     import json
 
-    cfg = json.loads((tmp_path / "s" / "config.json").read_text())
+    cfg = json.loads((tmp_path / "s" / "distil_config.json").read_text())
     assert cfg["selected_by"] == "val_retention"
+    assert cfg["task_path"] == "../t/task.toml"  # relative to the artifact: no absolute path ships with it
     # 60 texts; the oracle teacher does not know one whose leading newline the reader strips (invalid)
     assert 55 <= cfg["validation"]["n"] <= 60
     bad = write_csv(tmp_path / "bad.csv", [{"text": "x", "intent": "nope"}], columns=("text", "intent"))
@@ -219,3 +221,22 @@ def test_an_unknown_student_is_one_clear_line(tmp_path: Path, command: str) -> N
     extra = [str(write_csv(tmp_path / "pool.csv", [{"text": "my card"}]))] if command == "run" else []
     proc = distil(command, str(task), *extra, "--out", str(tmp_path / "s"), "--students", "ngram,gpt", cwd=tmp_path)
     assert_clean_error(proc, 2, "--students", "'gpt'", "tuned")
+
+
+def test_every_command_help_says_what_it_does_its_defaults_and_what_to_run_next() -> None:
+    from distil.cli.parser import NEXT, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    fit = next(a for a in sub.choices["teacher"]._actions if isinstance(a, argparse._SubParsersAction))
+    for name, cmd in [*sub.choices.items(), *fit.choices.items()]:
+        text = cmd.format_help()
+        assert cmd.description, name
+        if name != "teacher":
+            assert NEXT[name] in " ".join(text.split()) or NEXT[name][:40] in text, name
+        for action in cmd._actions:
+            real_default = action.default not in (None, False, argparse.SUPPRESS)
+            if action.option_strings and real_default and action.dest != "help":
+                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
+            if action.dest != "help":
+                assert action.help, (name, action.dest)

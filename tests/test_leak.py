@@ -77,8 +77,8 @@ def test_label_train_eval_train_trains_on_the_same_texts(tmp_path: Path) -> None
     assert not metrics["verdict_withheld"]
     second = distil("train", str(task), "--out", str(tmp_path / "s2"), "--students", "ngram", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    cfg1 = json.loads((tmp_path / "s1" / "config.json").read_text())
-    cfg2 = json.loads((tmp_path / "s2" / "config.json").read_text())
+    cfg1 = json.loads((tmp_path / "s1" / "distil_config.json").read_text())
+    cfg2 = json.loads((tmp_path / "s2" / "distil_config.json").read_text())
     assert cfg1["n_train"] + cfg1["n_heldout"] == cfg2["n_train"] + cfg2["n_heldout"] == 100
     assert cfg1["data_fingerprint"] == cfg2["data_fingerprint"]
 
@@ -86,7 +86,7 @@ def test_label_train_eval_train_trains_on_the_same_texts(tmp_path: Path) -> None
     leaky = distil("train", str(task), "--out", str(tmp_path / "s3"), "--students", "ngram",
                    "--include-source", "eval", cwd=tmp_path)
     assert leaky.returncode == 0, leaky.stderr
-    cfg3 = json.loads((tmp_path / "s3" / "config.json").read_text())
+    cfg3 = json.loads((tmp_path / "s3" / "distil_config.json").read_text())
     assert cfg3["n_train"] + cfg3["n_heldout"] == 160
     ev3 = distil("eval", str(tmp_path / "s3"), str(test), "--task", str(task), "--label-column", "intent",
                  "--out", str(tmp_path / "e3"), cwd=tmp_path)

@@ -85,7 +85,7 @@ def test_max_cost_ratio_changes_the_member_train_chooses(
         res = train(banking, tmp_path / f"art{limit}", students=("ngram", "static"), target=0.0, params=params,
                     max_cost_ratio=limit, teacher_cost_per_1m=teacher)
         chosen[limit] = res.chosen
-        cfg = json.loads((tmp_path / f"art{limit}" / "config.json").read_text())
+        cfg = json.loads((tmp_path / f"art{limit}" / "distil_config.json").read_text())
         assert cfg["chosen"] == res.chosen and cfg["selection_reason"] == res.selection_reason
         assert cfg["max_cost_ratio"] == limit and cfg["teacher_cost_per_1m"] == teacher
         costs = {r["name"]: r["cost_per_1m"] for r in res.ladder}
@@ -102,11 +102,11 @@ def test_train_task_takes_the_cost_target_and_teacher_cost_from_the_task(
                            "targets": {"min_retention": 0.01, "max_cost_ratio": 0.2}}, base_dir=tmp_path)
     monkeypatch.setattr(distil.label, "labeled_set", lambda t, **kw: banking)
     res = train_task(task, students=("ngram",), params={"ngram": NGRAM})
-    cfg = json.loads((res.out / "config.json").read_text())
+    cfg = json.loads((res.out / "distil_config.json").read_text())
     assert cfg["max_cost_ratio"] == 0.2 and cfg["teacher_cost_per_1m"] is None  # no journal: cost unknown
     assert "not applied" in cfg["selection_reason"] and cfg["selection_reason"] in (res.out / "README.md").read_text()
     res = train_task(task, tmp_path / "priced", students=("ngram",), params={"ngram": NGRAM}, teacher_cost_per_1m=1e6)
-    cfg = json.loads((res.out / "config.json").read_text())
+    cfg = json.loads((res.out / "distil_config.json").read_text())
     assert cfg["teacher_cost_per_1m"] == 1e6 and "of the teacher's cost" in cfg["selection_reason"]
 
 

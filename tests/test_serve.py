@@ -160,7 +160,12 @@ def test_openai_chat_completions_facade(router: Router, tmp_path: Path) -> None:
         r2 = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "card declined"}]})
         assert r2.status_code == 200 and r2.json()["model"] == "distil-centroid"
         stream = c.post("/v1/chat/completions", json={**body, "stream": True})
-        assert stream.status_code == 400 and "stream" in stream.json()["error"]["message"]
+        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        events = [ln.removeprefix("data: ") for ln in stream.text.splitlines() if ln.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks) == "cash"
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
         for bad, code in [
             ({"messages": []}, 422),
             ({"messages": [{"role": "system", "content": "x"}]}, 422),
@@ -168,6 +173,8 @@ def test_openai_chat_completions_facade(router: Router, tmp_path: Path) -> None:
             ({"messages": [{"role": "user", "content": 5}]}, 422),
             ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 422),
             ({"messages": [{"role": "user", "content": "x"}], "n": 3}, 400),
+            ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, 422),
+            ({"messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 50}, 422),
             ("just a string", 422),
         ]:
             r = c.post("/v1/chat/completions", json=bad)

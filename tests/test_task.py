@@ -101,5 +101,5 @@ def test_train_task_fits_the_router_at_the_routing_target_not_the_selection_targ
     res = train_task(task, tmp_path / "s", students=("ngram",), params={"ngram": {"bits": 12, "dim": 8, "epochs": 3}})
     router = json.loads((tmp_path / "s" / "router.json").read_text())
     assert router["threshold"]["target"] == 0.8
-    assert json.loads((tmp_path / "s" / "config.json").read_text())["target"] == 0.5
+    assert json.loads((tmp_path / "s" / "distil_config.json").read_text())["target"] == 0.5
     assert res.router is not None

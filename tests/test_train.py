@@ -46,14 +46,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, LabeledSet, 
 
 def test_artifact_folder_and_selection(trained: tuple[Any, LabeledSet, Path]) -> None:
     res, ls, out = trained
-    for f in ("config.json", "labels.json", "ladder.json", "README.md", "heldout.parquet",
+    for f in ("distil_config.json", "labels.json", "ladder.json", "README.md", "heldout.parquet",
               "ladder/ngram/student.json", "ladder/static/weights.safetensors",
               "router.json", "ood.npz", "train_texts.sha256"):  # train() always fits the router
         assert (out / f).exists(), f
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / "distil_config.json").read_text())
     assert cfg["data_fingerprint"] == ls.fingerprint()
     assert cfg["teacher_fingerprint"] == "test-teacher" and cfg["task_fingerprint"] == "task123"
-    assert cfg["format_version"] == 1 and cfg["labels"] == ls.labels
+    assert cfg["format_version"] == 2 and cfg["labels"] == ls.labels
     # target 0: every student qualifies, so the cheapest by measured CPU ms/pred is chosen
     cheapest = min(res.ladder, key=lambda r: r["ms_per_pred"])
     assert res.chosen == cheapest["name"] == cfg["chosen"]
@@ -125,11 +125,45 @@ def test_single_class_and_empty_texts_are_clear_errors(tmp_path: Path) -> None:
         train(LabeledSet([" "] * 10, p, ["a", "b"]), tmp_path / "y", students=("ngram",))
 
 
+def test_the_artifact_is_shaped_for_hugging_face_tools(trained: tuple[Any, LabeledSet, Path], tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    res, ls, out = trained
+    hf = json.loads((out / "config.json").read_text())
+    assert hf["id2label"] == {str(i): lab for i, lab in enumerate(ls.labels)}
+    assert hf["label2id"] == {lab: i for i, lab in enumerate(ls.labels)} and hf["num_labels"] == len(ls.labels)
+    card = ModelCard.load(out / "README.md")
+    meta = card.data.to_dict()
+    assert meta["library_name"] == "distil" and meta["pipeline_tag"] == "text-classification"
+    assert meta["distil"]["labels"] == ls.labels and meta["distil"]["data_fingerprint"] == ls.fingerprint()
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results or []}
+    chosen = next(r for r in res.ladder if r["chosen"])
+    assert results == {"agreement": pytest.approx(chosen["agreement"]), "ece": pytest.approx(chosen["ece"])}
+    assert "# distil student" in card.text
+    # no absolute path leaves with the artifact
+    assert not any(Path(v).is_absolute() for k, v in json.loads((out / "distil_config.json").read_text()).items()
+                   if k.endswith("path") and isinstance(v, str) and v)
+
+
+def test_a_format_1_artifact_still_loads(trained: tuple[Any, LabeledSet, Path], tmp_path: Path) -> None:
+    import shutil
+
+    _, ls, out = trained
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    cfg = json.loads((old / "distil_config.json").read_text())
+    (old / "distil_config.json").unlink()
+    (old / "config.json").write_text(json.dumps({**cfg, "format_version": 1}))
+    art = load_artifact(old)
+    assert art.config["format_version"] == 1 and art.labels == ls.labels
+    assert predict(old, ["I lost my card"])[0]["label"] in ls.labels
+
+
 def test_broken_artifacts_name_the_file(tmp_path: Path, trained: tuple[Any, LabeledSet, Path]) -> None:
     import shutil
 
     _, _, out = trained
-    for name in ("ladder.json", "labels.json", "config.json"):
+    for name in ("ladder.json", "labels.json", "distil_config.json"):
         bad = tmp_path / name
         shutil.copytree(out, bad)
         (bad / name).unlink()
@@ -137,10 +171,10 @@ def test_broken_artifacts_name_the_file(tmp_path: Path, trained: tuple[Any, Labe
             load_artifact(bad)
     newer = tmp_path / "newer"
     shutil.copytree(out, newer)
-    cfg = json.loads((newer / "config.json").read_text())
-    cfg["format_version"] = 2
-    (newer / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ArtifactError, match="config.json: format_version 2 is newer"):
+    cfg = json.loads((newer / "distil_config.json").read_text())
+    cfg["format_version"] = 3
+    (newer / "distil_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="distil_config.json: format_version 3 is newer"):
         load_artifact(newer)
     gone = tmp_path / "gone"
     shutil.copytree(out, gone)
@@ -160,7 +194,7 @@ def test_train_task_uses_the_journal_labeled_set(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(distil.label, "labeled_set", lambda t, **kw: ls)
     res = train_task(task, students=("ngram",), params={"ngram": NGRAM})
     assert res.out == task.work_path / "student"
-    cfg = json.loads((res.out / "config.json").read_text())
+    cfg = json.loads((res.out / "distil_config.json").read_text())
     assert cfg["target"] == 0.5 and cfg["retention_target"] == 0.6  # two measures, two settings
     assert cfg["task_fingerprint"] == task.fingerprint()
     assert read_labeled(res.out / "heldout.parquet").labels == ls.labels
@@ -183,7 +217,7 @@ def test_gold_validation_set_drives_selection(tmp_path: Path) -> None:
     teacher_acc = float(np.mean(val.probs.argmax(1) == np.array([val.labels.index(g) for g in gold])))
     assert teacher_acc == pytest.approx(0.75, abs=0.02)
     assert rec["val_retention"] == pytest.approx(rec["val_gold_acc"] / teacher_acc, rel=1e-4)
-    cfg = json.loads((tmp_path / "v" / "config.json").read_text())
+    cfg = json.loads((tmp_path / "v" / "distil_config.json").read_text())
     assert cfg["selected_by"] == "val_retention" and cfg["validation"]["n"] == len(val)
     with pytest.raises(DataError, match="gold"):
         train(ls, tmp_path / "w", students=("ngram",), params={"ngram": NGRAM},

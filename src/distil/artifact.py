@@ -2,11 +2,15 @@
 
 Layout::
 
-    config.json      format_version, labels, chosen, fingerprints (task, teacher, data), seed, the
-                     task's [input] rule (``input``: fields, template, max_chars), ...
+    distil_config.json  format_version, labels, chosen, fingerprints (task, teacher, data), seed, the
+                     task's [input] rule (``input``: fields, template, max_chars), ... (format 1 kept
+                     this in ``config.json``; such artifacts still load)
+    config.json      what Hugging Face tools read: ``id2label``/``label2id``, ``num_labels``,
+                     ``model_type: distil`` and the chosen student
     labels.json      the label list (column order of every probability matrix)
     ladder.json      one record per trained student (agreement, ECE, latency, size, ...)
-    README.md        the model card
+    README.md        the model card, with Hugging Face YAML metadata (library, pipeline tag, labels,
+                     held-out metrics as model-index, fingerprints)
     heldout.parquet  the held-out teacher-labeled split (distil.data.write_labeled format)
     ladder/<name>/   each student's weights (student.json + weights.safetensors + extras)
     router.json, ood.npz   optional, written by distil.route
@@ -37,8 +41,12 @@ if TYPE_CHECKING:
     from distil.students.base import Student
     from distil.task import InputSpec
 
-FORMAT_VERSION = 1
-REQUIRED_FILES = ("config.json", "labels.json", "ladder.json")
+FORMAT_VERSION = 2
+#: distil's own config (format 2 on); format 1 kept it in ``config.json``.
+CONFIG_FILE = "distil_config.json"
+#: The Hugging Face-shaped config (``id2label``, ``label2id``...), for the tools that look there.
+HF_CONFIG_FILE = "config.json"
+REQUIRED_FILES = (CONFIG_FILE, "labels.json", "ladder.json")
 TRAIN_HASHES = "train_texts.sha256"
 _HASH_BYTES = 16
 
@@ -58,7 +66,32 @@ def write_train_hashes(folder: Path, texts: Sequence[str]) -> Path:
     return atomic_write_bytes(folder / TRAIN_HASHES, blob, what="training-text hashes")
 
 
-def member_folder(root: Path, name: object, *, source: str = "config.json") -> Path:
+def config_path(root: Path) -> Path:
+    """Where an artifact keeps distil's config: ``distil_config.json``, or ``config.json`` in format 1."""
+    own, old = root / CONFIG_FILE, root / HF_CONFIG_FILE
+    if own.exists() or not old.exists():
+        return own
+    try:
+        legacy = "format_version" in json.loads(old.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        legacy = False
+    return old if legacy else own
+
+
+def hf_config(labels: Sequence[str], chosen: str) -> dict[str, Any]:
+    """``config.json`` as Hugging Face tools read it: the label maps, the label count, what the model is."""
+    return {
+        "model_type": "distil",
+        "architectures": [f"distil:{chosen}"],
+        "problem_type": "single_label_classification",
+        "num_labels": len(labels),
+        "id2label": {str(i): lab for i, lab in enumerate(labels)},
+        "label2id": {lab: i for i, lab in enumerate(labels)},
+        "distil_config": CONFIG_FILE,
+    }
+
+
+def member_folder(root: Path, name: object, *, source: str = CONFIG_FILE) -> Path:
     """``root/ladder/<name>`` for a member name read from the artifact; :class:`ArtifactError` when
     ``name`` is not a plain folder name or the folder (through a link) lies outside the artifact."""
     plain = (
@@ -119,7 +152,7 @@ class Artifact:
 
         key = name or self.chosen
         if key not in self._cache:
-            folder = member_folder(self.path, key, source="config.json" if name is None else "ladder")
+            folder = member_folder(self.path, key, source=CONFIG_FILE if name is None else "ladder")
             if not folder.is_dir():
                 raise ArtifactError(
                     f"{folder}: no student {key!r} in this artifact",
@@ -154,7 +187,7 @@ class Artifact:
             return InputSpec.model_validate(self.config.get("input") or {})
         except ValidationError as exc:
             raise ArtifactError(
-                f"{self.path / 'config.json'}: the stored [input] rule is not valid ({exc.errors()[0]['msg']})",
+                f"{config_path(self.path)}: the stored [input] rule is not valid ({exc.errors()[0]['msg']})",
                 hint="retrain the artifact with distil train",
             ) from None
 
@@ -163,6 +196,11 @@ class Artifact:
         from distil.data import read_labeled
 
         p = self.path / "heldout.parquet"
+        if not p.exists() and self.config.get("exported"):
+            raise ArtifactError(
+                f"{p}: this artifact was exported without its held-out texts (distil export --no-heldout)",
+                hint="run this on the full artifact the copy was made from",
+            )
         if not p.exists():
             raise ArtifactError(f"{p}: missing from the artifact folder", hint="run `distil train` again")
         return read_labeled(p)
@@ -178,14 +216,15 @@ def load_artifact(path: str | Path) -> Artifact:
             hint=f"a retrain was interrupted while swapping folders: rename {left[-1]} to {root}"
             if left else "train one with `distil train`",
         )
-    if not isinstance(config := _read_json(root / "config.json"), dict):
-        raise ArtifactError(f"{root / 'config.json'}: expected a JSON object")
+    cfg_path = config_path(root)
+    if not isinstance(config := _read_json(cfg_path), dict):
+        raise ArtifactError(f"{cfg_path}: expected a JSON object")
     version = config.get("format_version")
     if not isinstance(version, int):
-        raise ArtifactError(f"{root / 'config.json'}: no integer 'format_version'")
+        raise ArtifactError(f"{cfg_path}: no integer 'format_version'")
     if version > FORMAT_VERSION:
         raise ArtifactError(
-            f"{root / 'config.json'}: format_version {version} is newer than this distil "
+            f"{cfg_path}: format_version {version} is newer than this distil "
             f"understands ({FORMAT_VERSION})",
             hint="upgrade distil to load this artifact",
         )
@@ -195,7 +234,7 @@ def load_artifact(path: str | Path) -> Artifact:
         raise ArtifactError(f"{root / 'labels.json'}: expected a JSON list of label names")
     if not isinstance(ladder, list):
         raise ArtifactError(f"{root / 'ladder.json'}: expected a JSON list of records")
-    chosen = member_folder(root, config.get("chosen")).name
+    chosen = member_folder(root, config.get("chosen"), source=cfg_path.name).name
     if not (root / "ladder" / chosen / "student.json").exists():
         raise ArtifactError(
             f"{root / 'ladder' / str(chosen) / 'student.json'}: the chosen student's files are missing",

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from distil.artifact import FORMAT_VERSION, write_train_hashes
+from distil.artifact import CONFIG_FILE, FORMAT_VERSION, HF_CONFIG_FILE, config_path, hf_config, write_train_hashes
 from distil.bounds import SELECTION_ALPHA, agreement_lower, retention_lower
 from distil.calibrate import crossfit_ece
 from distil.cost import cost_ratio, cost_target_met, cpu_cost_per_1m, load_prices, lookup_price, token_cost_per_1m
@@ -629,8 +629,8 @@ def _select(ladder: list[dict[str, Any]], data: _Data, options: dict[str, Any], 
 #: What ``train()`` writes into an artifact folder; anything else found there (the fine-tuning
 #: student's ``.checkpoints``, files a user put there) is carried over to the new one.
 ARTIFACT_ENTRIES = frozenset({
-    "config.json", "labels.json", "ladder.json", "README.md", "heldout.parquet", "ladder", "router.json",
-    "ood.npz", "calibration.npz", "ladder_calibration.npz", "train_texts.sha256",
+    "distil_config.json", "config.json", "labels.json", "ladder.json", "README.md", "heldout.parquet", "ladder",
+    "router.json", "ood.npz", "calibration.npz", "ladder_calibration.npz", "train_texts.sha256",
 })
 
 
@@ -638,7 +638,7 @@ def _check_out(out: Path) -> None:
     """Refuse an ``out`` that is a file, or a folder of other files (it would be replaced whole)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: is a file, not an artifact folder", hint="choose another output folder")
-    if out.is_dir() and not (out / "config.json").exists():
+    if out.is_dir() and not config_path(out).exists():
         others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in ARTIFACT_ENTRIES)
         if others:
             raise ConfigError(
@@ -751,7 +751,7 @@ def _config(run: _Run, data: _Data, selection: Selection, options: dict[str, Any
         "labels": data.labeled.labels,
         "chosen": selection.chosen,
         "task_fingerprint": options["task_fingerprint"],
-        "task_path": options["task_path"],
+        "task_path": _relative_task_path(options["task_path"], run.out),
         "input": options["input"],
         "selected_by": "val_retention" if val is not None else "agreement",
         "selection_reason": selection.reason,
@@ -778,18 +778,31 @@ def _config(run: _Run, data: _Data, selection: Selection, options: dict[str, Any
     }
 
 
+def _relative_task_path(task_path: str, out: Path) -> str:
+    """The task file's path relative to the artifact folder (no absolute path leaves with an artifact)."""
+    if not task_path:
+        return ""
+    try:
+        return os.path.relpath(Path(task_path).resolve(), out.resolve())
+    except ValueError:  # another drive (Windows): keep only the name
+        return Path(task_path).name
+
+
 def _write_artifact(out: Path, data: _Data, ladder: list[dict[str, Any]], config: dict[str, Any]) -> None:
     """Write the artifact's files besides the members' weights (already under ``ladder/``).
 
-    ``out`` is the run's temporary folder (:func:`_staged`); ``config.json`` goes last, so a folder
-    without it was never finished.
+    ``out`` is the run's temporary folder (:func:`_staged`); ``distil_config.json`` goes last, so a
+    folder without it was never finished.
     """
     atomic_write_text(out / "labels.json", json.dumps(data.labeled.labels, indent=2), what="label list")
     atomic_write_text(out / "ladder.json", json.dumps(ladder, indent=2), what="ladder records")
     write_labeled(data.heldout, out / "heldout.parquet")
     write_train_hashes(out, data.labeled.texts)
     atomic_write_text(out / "README.md", model_card(config, ladder), what="model card")
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2), what="artifact config")
+    hf = hf_config(data.labeled.labels, config["chosen"])
+    hf_text = json.dumps(hf, indent=2, ensure_ascii=False)
+    atomic_write_text(out / HF_CONFIG_FILE, hf_text, what="Hugging Face config")
+    atomic_write_text(out / CONFIG_FILE, json.dumps(config, indent=2), what="artifact config")
 
 
 def _routing_target(target: float, router_target: float | None) -> float:
@@ -902,7 +915,8 @@ def model_card(config: dict[str, Any], ladder: list[dict[str, Any]]) -> str:
     warn = "\n".join(f"- {w}" for w in config.get("warnings", [])) or "- none"
     labels = config["labels"]
     shown = ", ".join(labels[:20]) + (f", … ({len(labels)} in all)" if len(labels) > 20 else "")
-    return f"""# distil student: {config["chosen"]}
+    return f"""{card_metadata(config, ladder)}
+# distil student: {config["chosen"]}
 
 A compact classifier distilled from a teacher's soft labels by distil {config["distil_version"]}
 on {config["created"]}.
@@ -934,6 +948,35 @@ predict("path/to/this/folder", ["some text"])  # [{{"label": ..., "confidence": 
 ```
 Weights are safetensors + JSON (never pickle). The ngram and static students predict with numpy alone.
 """
+
+
+def card_metadata(config: dict[str, Any], ladder: list[dict[str, Any]]) -> str:
+    """The model card's YAML block (between ``---`` lines), as the Hugging Face Hub and ``ModelCard`` read it.
+
+    Every value is written as JSON, which YAML reads as is: no YAML library needed, no quoting to get wrong.
+    """
+    chosen = next((r for r in ladder if r["name"] == config["chosen"]), {})
+    metrics = [{"type": "agreement", "name": "held-out agreement with the teacher", "value": chosen.get("agreement")},
+               {"type": "ece", "name": "expected calibration error (15 bins)", "value": chosen.get("ece")}]
+    results = [{
+        "task": {"type": "text-classification", "name": "Text Classification"},
+        "dataset": {"type": "teacher-labeled", "name": f"held-out teacher answers ({config['n_heldout']} texts)",
+                    "revision": config["heldout_fingerprint"]},
+        "metrics": [m for m in metrics if m["value"] is not None],
+    }]
+    meta: dict[str, Any] = {
+        "library_name": "distil",
+        "pipeline_tag": "text-classification",
+        "tags": ["distil", "knowledge-distillation", "text-classification", f"distil-{config['chosen']}"],
+        "model-index": [{"name": f"distil-{config['chosen']}", "results": results}],
+        "distil": {
+            "student": config["chosen"], "labels": config["labels"], "format_version": config["format_version"],
+            "teacher_fingerprint": config["teacher_fingerprint"], "data_fingerprint": config["data_fingerprint"],
+            "task_fingerprint": config["task_fingerprint"], "distil_version": config["distil_version"],
+        },
+    }
+    lines = [f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in meta.items()]
+    return "---\n" + "\n".join(lines) + "\n---\n"
 
 
 def _selection_rule(config: dict[str, Any]) -> str:

@@ -183,13 +183,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the student with the teacher behind it."""
-    from distil.serving import serve
+    from distil.serving.app import check_exposure, create_app, describe_server, run_app
 
-    serve(
-        Path(args.artifact), task=load_task(args.task) if args.task else None, host=args.host, port=args.port,
+    token = _token(args.token_env)
+    check_exposure(args.host, token)
+    app = create_app(
+        Path(args.artifact), task=load_task(args.task) if args.task else None,
         target_agreement=args.target_agreement, threshold=args.threshold, level=args.level,
-        token=_token(args.token_env), max_wait_ms=args.max_wait_ms,
+        token=token, max_wait_ms=args.max_wait_ms,
     )
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    out.print(describe_server(app.state.distil, f"http://{host}:{args.port}"))
+    run_app(app, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Copy an artifact, leaving out what should not leave the company."""
+    from distil.export import export_artifact
+
+    res = export_artifact(args.artifact, args.out, heldout=not args.no_heldout, ood_reference=not args.no_ood_reference)
+    out.print(res.summary())
     return 0
 
 

@@ -10,6 +10,7 @@ from distil.cli.commands import (
     cmd_demo,
     cmd_drift,
     cmd_eval,
+    cmd_export,
     cmd_init,
     cmd_predict,
     cmd_run,
@@ -30,16 +31,76 @@ if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; every option with a real default shows it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        shown = action.option_strings and not (default is None or default is False or default == argparse.SUPPRESS)
+        if shown and "default" not in text:
+            text += f" (default: {action.default})"
+        return text
+
+
+#: What to run next, shown at the end of each command's --help.
+NEXT = {
+    "fit": "next: `distil label TASK INPUTS` with the fitted teacher",
+    "init": "next: edit NAME/task.toml, then `distil label NAME/task.toml inputs.csv --dry-run`",
+    "label": "next: `distil journal TASK` to see what was asked, then `distil train TASK --out students/`",
+    "journal": "next: `distil label TASK INPUTS` to ask about more inputs, or `distil train TASK --out students/`",
+    "train": "next: `distil eval students/ test.csv --out report/`, then `distil serve students/ --task TASK`",
+    "predict": "next: `distil drift students/ INPUTS` to see whether the traffic still looks like the training data",
+    "eval": "next: open OUT/report.html; `distil serve ARTIFACT --task TASK` to serve the student",
+    "run": "next: open OUT/eval/report.html; `distil serve OUT/students --task TASK`",
+    "demo": "next: open OUT/eval/report.html; `distil init NAME` to start on your own task",
+    "serve": "next: POST /v1/classify {\"inputs\": [...]}; watch /metrics; `distil drift` on logged traffic",
+    "drift": "next: on RETRAIN, `distil label TASK recent.csv` then `distil train TASK --out students/`",
+    "export": "next: `distil serve OUT`, or build the Dockerfile with --build-arg ARTIFACT=OUT",
+}
+
+#: Help for the arguments that are the same wherever they appear.
+_COMMON_HELP = {
+    "task": "the task file (task.toml): labels, teacher, input fields",
+    "inputs": "a CSV, Parquet or JSONL file (or a Hugging Face dataset folder) of texts",
+    "artifact": "an artifact folder written by `distil train`",
+    "seed": "random seed (the same seed gives the same result)",
+    "out": "where to write the output",
+    "host": "the address to listen on (127.0.0.1: this machine only)",
+    "port": "the TCP port to listen on",
+    "force": "overwrite an existing task file",
+    "name": "the folder to create",
+    "label_column": "the column holding the gold label",
+    "test": "a gold-labeled test file (CSV, Parquet or JSONL)",
+    "data": "a labeled file (CSV, Parquet or JSONL) to fit the teacher's head on",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
-    p = argparse.ArgumentParser(prog="distil", description=DESCRIPTION)
+    p = argparse.ArgumentParser(prog="distil", description=DESCRIPTION, formatter_class=_Formatter)
     p.add_argument("--version", action="version", version=f"distil {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_init, _add_teacher, _add_label, _add_journal, _add_train, _add_predict, _add_eval,
-                _add_run, _add_demo, _add_serve, _add_drift):
+                _add_run, _add_demo, _add_serve, _add_drift, _add_export):
         add(sub)
+    _finish(sub)
     return p
+
+
+def _finish(sub: Subparsers) -> None:
+    """Every command: its help as the description, the defaults shown, what to run next, common arguments explained."""
+    for name, parser in sub.choices.items():
+        parser.formatter_class = _Formatter
+        parser.epilog = parser.epilog or NEXT.get(name)
+        about = next((a.help for a in sub._choices_actions if a.dest == name), None)
+        parser.description = parser.description or (about[:1].upper() + about[1:] + "." if about else None)
+        for action in parser._actions:
+            if action.help is None and action.dest in _COMMON_HELP:
+                action.help = _COMMON_HELP[action.dest]
+            if isinstance(action, argparse._SubParsersAction):
+                _finish(action)
 
 
 def _add_init(sub: Subparsers) -> None:
@@ -54,7 +115,9 @@ _ARTIFACT_TEXT_HELP = "one column as the text (default: the [input] rule the art
 
 
 def _add_teacher(sub: Subparsers) -> None:
-    t = sub.add_parser("teacher", help="teacher tools").add_subparsers(dest="sub", required=True, metavar="SUB")
+    t = sub.add_parser("teacher", help="teacher tools").add_subparsers(
+        dest="sub", required=True, metavar="SUB", help="fit: fit a local teacher's head on labeled data"
+    )
     s = t.add_parser("fit", help="fit a local teacher's head on labeled data")
     s.add_argument("task")
     s.add_argument("data")
@@ -73,7 +136,9 @@ def _add_label(sub: Subparsers) -> None:
     s.add_argument("--max-calls", type=int, help="hard stop after this many teacher calls")
     s.add_argument("--max-cost", type=float, help="hard stop before spending more than this many dollars")
     s.add_argument("--out", help="labeled set to write (.parquet or .jsonl); default WORK_DIR/labeled.parquet")
-    s.add_argument("--strategy", choices=["all", "random", "active"], default="all")
+    s.add_argument("--strategy", choices=["all", "random", "active"], default="all",
+                   help="all: every input; random or active: rounds up to --max-calls (active: the inputs the "
+                   "student is least sure of first)")
     s.add_argument("--round-student", choices=["auto", "static", "ngram"], default="auto",
                    help="active: the student that ranks inputs between rounds (auto: static if available)")
     s.add_argument("--seed", type=int, default=0)
@@ -161,8 +226,8 @@ def _add_run(sub: Subparsers) -> None:
     s.add_argument("--label-column")
     s.add_argument("--text-column", help=_TEXT_HELP)
     s.add_argument("--out", required=True)
-    s.add_argument("--max-calls", type=int)
-    s.add_argument("--max-cost", type=float)
+    s.add_argument("--max-calls", type=int, help="hard stop after this many teacher calls")
+    s.add_argument("--max-cost", type=float, help="hard stop before spending more than this many dollars")
     s.add_argument("--strategy", choices=["all", "random", "active"], default="all",
                    help="active/random: label in rounds up to --max-calls (see distil label)")
     s.add_argument("--students", help=_STUDENTS_HELP)
@@ -199,3 +264,19 @@ def _add_drift(sub: Subparsers) -> None:
     s.add_argument("inputs")
     s.add_argument("--text-column", help=_ARTIFACT_TEXT_HELP)
     s.set_defaults(fn=cmd_drift)
+
+
+def _add_export(sub: Subparsers) -> None:
+    s = sub.add_parser(
+        "export", help="copy an artifact to ship it, leaving out customer texts or the OOD reference",
+        description="Copy an artifact folder to a new folder, optionally without the held-out texts "
+        "(heldout.parquet) or the OOD guard's reference features (ood.npz); the copy's model card says what "
+        "is lost. Next: `distil serve OUT` or hand OUT to whoever runs it.",
+    )
+    s.add_argument("artifact")
+    s.add_argument("--out", required=True, help="a new folder for the copy")
+    s.add_argument("--no-heldout", action="store_true",
+                   help="leave out heldout.parquet, the only raw customer text (drift then cannot run on the copy)")
+    s.add_argument("--no-ood-reference", action="store_true",
+                   help="leave out ood.npz, the training texts' features (turns the OOD guard off)")
+    s.set_defaults(fn=cmd_export)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from distil.artifact import config_path
 from distil.errors import ArtifactError, ConfigError
 from distil.task import Task
 
@@ -43,12 +44,12 @@ def _stored_task(artifact: Artifact) -> Task | None:
     stored = root / "task.toml"
     if stored.exists():
         return Task.load(stored)
-    stored_path = artifact.config.get("task_path")
-    if isinstance(stored_path, str) and stored_path and Path(stored_path).exists():
-        return Task.load(stored_path)
+    stored_path = artifact.config.get("task_path")  # relative to the artifact (absolute before format 2)
+    if isinstance(stored_path, str) and stored_path and (root / stored_path).exists():
+        return Task.load(root / stored_path)
     raw = artifact.config.get("task")
     if isinstance(raw, dict):
-        return Task.from_dict(raw, source=f"{root / 'config.json'} [task]")
+        return Task.from_dict(raw, source=f"{config_path(root)} [task]")
     return None
 
 

@@ -17,7 +17,7 @@ from distil.route import Router
 
 try:  # the serve extra; create_app raises MissingExtra without it
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
 
     from distil.serving.handlers import add_exception_handlers
     from distil.serving.middleware import AuthMiddleware, BodyLimitMiddleware, CatchAllMiddleware, TimingMiddleware
@@ -26,7 +26,9 @@ try:  # the serve extra; create_app raises MissingExtra without it
 except ImportError:  # pragma: no cover - depends on the environment
     _HAVE_FASTAPI = False
 
-from distil.serving.schema import chat_completion, parse_chat, parse_classify, read_json
+from distil.serving.dialects import chat_logprobs, model_list, stream_chunks
+from distil.serving.metrics import CONTENT_TYPE
+from distil.serving.schema import ChatRequest, chat_completion, parse_chat, parse_classify, read_json
 from distil.serving.state import ServerState, build_state
 
 if TYPE_CHECKING:
@@ -36,12 +38,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLASSIFY = ("POST", "/v1/classify")
+#: The Hugging Face Inference shape at the root, for clients given the server's bare URL.
+HF_ROOT = ("POST", "/")
 CHAT = ("POST", "/v1/chat/completions")
+MODELS = ("GET", "/v1/models")
 METRICS = ("GET", "/metrics")
 #: The JSON API: size-limited, counted and timed, its errors JSON (the probes and metrics are not).
-API = frozenset({CLASSIFY, CHAT})
+API = frozenset({CLASSIFY, HF_ROOT, CHAT})
 #: Behind the bearer token when there is one (``/healthz`` and ``/readyz`` stay open for probes).
-PROTECTED = API | {METRICS}
+PROTECTED = API | {METRICS, MODELS}
 
 
 def create_app(
@@ -128,18 +133,8 @@ def add_middleware(
 
 
 def register_routes(app: FastAPI, st: ServerState, *, max_inputs: int) -> None:
-    """``/v1/classify``, ``/v1/chat/completions``, ``/healthz``, ``/readyz`` and ``/metrics``."""
-
-    @app.post(CLASSIFY[1])
-    async def classify(request: Request) -> Response:
-        texts = parse_classify(await read_json(request), max_inputs)
-        return JSONResponse(await st.classify(texts))
-
-    @app.post(CHAT[1])
-    async def chat(request: Request) -> Response:
-        text, model = parse_chat(await read_json(request))
-        answer = (await st.classify([text]))[0]
-        return JSONResponse(chat_completion(text, model or st.model_name, answer))
+    """The answering endpoints (:func:`register_answers`), ``/healthz``, ``/readyz`` and ``/metrics``."""
+    register_answers(app, st, max_inputs=max_inputs)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -152,7 +147,50 @@ def register_routes(app: FastAPI, st: ServerState, *, max_inputs: int) -> None:
 
     @app.get(METRICS[1])
     async def metrics() -> Response:
-        return PlainTextResponse(st.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(st.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def register_answers(app: FastAPI, st: ServerState, *, max_inputs: int) -> None:
+    """``/v1/classify`` (distil's shape, or Hugging Face's with ``parameters``), ``POST /`` (Hugging Face's),
+    ``/v1/chat/completions`` (with ``logprobs`` and ``stream``) and ``/v1/models``."""
+
+    @app.post(CLASSIFY[1])
+    async def classify(request: Request) -> Response:
+        texts, hf = parse_classify(await read_json(request), max_inputs)
+        answers = await st.classify(texts)
+        if hf is None:
+            return JSONResponse(answers)
+        return JSONResponse(await st.ranked(texts, answers, hf.top_k))
+
+    @app.post(HF_ROOT[1])
+    async def hf_root(request: Request) -> Response:
+        texts, hf = parse_classify(await read_json(request), max_inputs)
+        answers = await st.classify(texts)
+        return JSONResponse(await st.ranked(texts, answers, hf.top_k if hf is not None else None))
+
+    @app.post(CHAT[1])
+    async def chat(request: Request) -> Response:
+        ask = parse_chat(await read_json(request))
+        completion = await chat_answer(st, ask)
+        if not ask.stream:
+            return JSONResponse(completion)
+        return StreamingResponse(
+            stream_chunks(completion, include_usage=ask.include_usage), media_type="text/event-stream"
+        )
+
+    @app.get(MODELS[1])
+    async def models() -> dict[str, Any]:
+        return model_list(st.model_name, created=st.router.config.created_at)
+
+
+async def chat_answer(st: ServerState, ask: ChatRequest) -> dict[str, Any]:
+    """The chat completion for one request: the served label, with its logprobs when asked."""
+    answer = (await st.classify([ask.text]))[0]
+    logprobs = None
+    if ask.top_logprobs is not None:
+        top = (await st.ranked([ask.text], [answer], max(1, ask.top_logprobs)))[0]
+        logprobs = chat_logprobs(top, ask.top_logprobs)
+    return chat_completion(ask.text, ask.model or st.model_name, answer, logprobs)
 
 
 def readiness(st: ServerState, ok: bool) -> dict[str, Any]:
@@ -180,6 +218,41 @@ def readiness(st: ServerState, ok: bool) -> dict[str, Any]:
     }
 
 
+def describe_server(st: ServerState, url: str) -> str:
+    """What ``distil serve`` prints at start: where, who answers, under what rule, and what to call."""
+    router = st.router
+    rungs = " -> ".join(router.config.rungs)
+    teacher = "none: inputs meant for it get the student's answer, flagged degraded"
+    task = st.gateway.task
+    if st.gateway.available and task is not None and task.teacher is not None:
+        teacher = f"{task.teacher.kind} (answers journaled to {task.journal_path})"
+    guard = "on" if router.ood is not None else "off (unfamiliar inputs are not sent to the teacher)"
+    return "\n".join([
+        f"distil serving {st.model_name} on {url}",
+        f"  students: {rungs}; labels: {len(router.labels)}",
+        f"  routing: {router.config.threshold.describe()}",
+        f"  OOD guard: {guard}",
+        f"  teacher: {teacher}",
+        f"  try: curl -s {url}/v1/classify -H 'content-type: application/json' -d '{{\"inputs\": [\"...\"]}}'",
+        "  also: POST / (Hugging Face shape), POST /v1/chat/completions, GET /v1/models, /readyz, /metrics",
+    ])
+
+
+def run_app(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Run a :func:`create_app` app with uvicorn until interrupted."""
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingExtra("uvicorn", "serve") from exc
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def check_exposure(host: str, token: str | None) -> None:
+    """Warn when a server without a bearer token listens beyond loopback."""
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        log.warning("serving on %s without a bearer token: anyone who can reach it can use the teacher", host)
+
+
 def serve(
     artifact_dir: str | Path,
     *,
@@ -197,14 +270,9 @@ def serve(
     ``options`` go to :func:`create_app` (``max_batch``, ``max_wait_ms``, ``max_body_bytes``,
     ``max_inputs``, ``teacher_timeout_s``, ``breaker_failures``, ``breaker_cooldown_s``...).
     """
-    try:
-        import uvicorn
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingExtra("uvicorn", "serve") from exc
-    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
-        log.warning("serving on %s without a bearer token: anyone who can reach it can use the teacher", host)
+    check_exposure(host, token)
     app = create_app(
         artifact_dir, task=task, target_agreement=target_agreement, threshold=threshold, token=token,
         **options,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    run_app(app, host=host, port=port, log_level=log_level)

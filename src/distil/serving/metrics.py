@@ -1,146 +1,117 @@
-"""The server's Prometheus metrics: counters, gauges and histograms, rendered as text (no extra dependency)."""
+"""The server's Prometheus metrics, through ``prometheus_client`` with one registry per app.
+
+Conventional names: counters end in ``_total`` (with the client's ``_created`` series), latencies are
+``_seconds`` histograms, ``distil_model_info{student,fingerprint,...}`` says what is served, and the
+process and platform collectors add ``process_*`` (CPU, memory, open files) and ``python_*`` series.
+Values that live elsewhere (the circuit breaker, the threshold in force) are read at scrape time.
+"""
 
 from __future__ import annotations
 
-import math
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: What ``/metrics`` answers with (the text exposition format 0.0.4).
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-_COUNTERS = [
-    ("distil_requests_total", "HTTP requests by endpoint and status code."),
-    ("distil_inputs_total", "Inputs answered, by who answered (student or teacher)."),
-    ("distil_routed_total", "Router decisions: inputs routed to the student or to the teacher."),
-    ("distil_ood_total", "Inputs flagged out of distribution."),
-    ("distil_rung_answers_total", "Inputs a ladder member answered alone, by member (one per rung of a cascade)."),
-    ("distil_degraded_total", "Inputs the teacher should have answered, answered by the student."),
-    ("distil_errors_total", "Errors by kind (bad_request, auth, teacher, internal)."),
-    ("distil_teacher_calls_total", "Teacher calls by outcome (ok, error, timeout, circuit_open)."),
+_COUNTERS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("distil_requests_total", "HTTP requests by endpoint and status code.", ("endpoint", "code")),
+    ("distil_inputs_total", "Inputs answered, by who answered (student or teacher).", ("source",)),
+    ("distil_predictions_total", "Answers given, by label and by who answered.", ("label", "source")),
+    ("distil_routed_total", "Router decisions: inputs routed to the student or to the teacher.", ("to",)),
+    ("distil_ood_total", "Inputs flagged out of distribution.", ()),
+    (
+        "distil_rung_answers_total", "Inputs a ladder member answered alone, by member (one per rung of a cascade).",
+        ("member",),
+    ),
+    ("distil_degraded_total", "Inputs the teacher should have answered, answered by the student.", ()),
+    ("distil_errors_total", "Errors by kind (bad_request, auth, teacher, internal).", ("kind",)),
+    ("distil_teacher_calls_total", "Teacher calls by outcome (ok, error, timeout, circuit_open).", ("outcome",)),
 ]
-#: Counters without labels, shown as 0 before their first increment.
-_ZERO_AT_START = ("distil_degraded_total", "distil_ood_total")
-_HISTOGRAMS: list[tuple[str, str, Sequence[float]]] = [
-    ("distil_request_duration_seconds", "Request latency by endpoint.", LATENCY_BUCKETS),
-    ("distil_student_batch_size", "Inputs per micro-batch sent to the student.", BATCH_BUCKETS),
+_HISTOGRAMS: list[tuple[str, str, tuple[str, ...], Sequence[float]]] = [
+    ("distil_request_duration_seconds", "Request latency by endpoint.", ("endpoint",), LATENCY_BUCKETS),
+    ("distil_student_batch_size", "Inputs per micro-batch sent to the student.", (), BATCH_BUCKETS),
 ]
 
-_Key = tuple[tuple[str, str], ...]
+_Kind = Literal["gauge", "counter"]
 
 
-class _Histogram:
-    def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)
-        self.total = 0.0
-        self.n = 0
+class _ScrapeTime(Collector):
+    """Gauges and counters whose value is read from elsewhere when scraped."""
 
-    def observe(self, value: float) -> None:
-        for i, b in enumerate(self.buckets):
-            if value <= b:
-                self.counts[i] += 1
-                break
-        else:
-            self.counts[-1] += 1
-        self.total += value
-        self.n += 1
+    def __init__(self) -> None:
+        self.series: list[tuple[_Kind, str, str, Callable[[], float]]] = []
 
-    def lines(self, name: str, base: dict[str, str]) -> list[str]:
-        """The exposition lines of this series: cumulative buckets, +Inf, sum and count."""
-        out: list[str] = []
-        cum = 0
-        for b, c in zip(self.buckets, self.counts, strict=False):
-            cum += c
-            out.append(f"{name}_bucket{_labels({**base, 'le': _num(b)})} {cum}")
-        out.append(f"{name}_bucket{_labels({**base, 'le': '+Inf'})} {self.n}")
-        out.append(f"{name}_sum{_labels(base)} {_num(self.total)}")
-        out.append(f"{name}_count{_labels(base)} {self.n}")
-        return out
-
-
-def _labels(d: dict[str, str]) -> str:
-    if not d:
-        return ""
-    esc = {k: v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for k, v in d.items()}
-    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(esc.items())) + "}"
-
-
-def _num(x: float) -> str:
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    if math.isnan(x):
-        return "NaN"
-    return repr(float(x)) if not float(x).is_integer() else str(int(x))
+    def collect(self) -> Iterator[Metric]:
+        for kind, name, help_, fn in self.series:
+            if kind == "counter":
+                yield CounterMetricFamily(name.removesuffix("_total"), help_, value=fn())
+            else:
+                yield GaugeMetricFamily(name, help_, value=fn())
 
 
 class Metrics:
-    """Counters, gauges and histograms of the server; thread-safe; rendered as Prometheus text."""
+    """The counters, histograms and scrape-time values of one server; thread-safe (prometheus_client's own locks)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counters: dict[str, dict[_Key, float]] = {}
-        self._hists: dict[str, dict[_Key, _Histogram]] = {}
-        self._help: dict[str, tuple[str, str]] = {}
-        self._gauges: dict[str, Callable[[], float]] = {}
-        self._bucket_defs: dict[str, tuple[float, ...]] = {}
-        for name, help_ in _COUNTERS:
-            self._help[name] = ("counter", help_)
-            self._counters[name] = {}
-        for name in _ZERO_AT_START:
-            self._counters[name][()] = 0.0
-        for name, help_, buckets in _HISTOGRAMS:
-            self._help[name] = ("histogram", help_)
-            self._hists[name] = {}
-            self._bucket_defs[name] = tuple(buckets)
+    def __init__(self, *, process: bool = True) -> None:
+        self.registry = CollectorRegistry()
+        self._counters = {
+            name: Counter(name, help_, labels, registry=self.registry) for name, help_, labels in _COUNTERS
+        }
+        self._hists = {
+            name: Histogram(name, help_, labels, buckets=buckets, registry=self.registry)
+            for name, help_, labels, buckets in _HISTOGRAMS
+        }
+        self._info = Info("distil_model", "What this server answers with.", registry=self.registry)
+        self._scrape = _ScrapeTime()
+        self.registry.register(self._scrape)
+        if process:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
-        """Add ``value`` to a counter."""
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            series = self._counters[name]
-            series[key] = series.get(key, 0.0) + value
+        """Add ``value`` to a counter (``labels`` are its label values, by name)."""
+        counter = self._counters[name]
+        (counter.labels(**labels) if labels else counter).inc(value)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         """Record one observation in a histogram."""
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            series = self._hists[name]
-            if key not in series:
-                series[key] = _Histogram(self._bucket_defs[name])
-            series[key].observe(value)
+        hist = self._hists[name]
+        (hist.labels(**labels) if labels else hist).observe(value)
 
     def gauge(self, name: str, help_: str, fn: Callable[[], float]) -> None:
-        """Register a gauge computed when scraped."""
-        self._help[name] = ("gauge", help_)
-        self._gauges[name] = fn
+        """A gauge computed when scraped."""
+        self._scrape.series.append(("gauge", name, help_, fn))
+
+    def counter(self, name: str, help_: str, fn: Callable[[], float]) -> None:
+        """A counter (name ending in ``_total``) whose running total is kept elsewhere and read when scraped."""
+        self._scrape.series.append(("counter", name, help_, fn))
+
+    def info(self, **values: str) -> None:
+        """Set ``distil_model_info``'s labels (student, fingerprint, ...)."""
+        self._info.info(values)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of one counter series (0 if never incremented)."""
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            return self._counters[name].get(key, 0.0)
+        return self.registry.get_sample_value(name, labels or None) or 0.0
 
     def total(self, name: str) -> float:
         """Sum of a counter over all its label values."""
-        with self._lock:
-            return sum(self._counters[name].values())
-
-    def _header(self, name: str) -> list[str]:
-        kind, help_ = self._help[name]
-        return [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+        return sum(
+            s.value for m in self._counters[name].collect() for s in m.samples if s.name == name
+        )
 
     def render(self) -> str:
         """The Prometheus text exposition (format 0.0.4)."""
-        lines: list[str] = []
-        with self._lock:
-            for name, series in self._counters.items():
-                lines += self._header(name)
-                lines += [f"{name}{_labels(dict(key))} {_num(v)}" for key, v in sorted(series.items())]
-            for name, hseries in self._hists.items():
-                lines += self._header(name)
-                for key, h in sorted(hseries.items()):
-                    lines += h.lines(name, dict(key))
-        for name, fn in self._gauges.items():  # outside the lock: a gauge may read other state
-            lines += [*self._header(name), f"{name} {_num(fn())}"]
-        return "\n".join(lines) + "\n"
+        return generate_latest(self.registry).decode("utf-8")

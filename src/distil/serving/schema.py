@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+
+    from distil.serving.dialects import HFOptions
 
 
 class HTTPProblem(Exception):
@@ -69,7 +71,8 @@ async def read_json(request: Request) -> Any:
         raise HTTPProblem(400, "the request body is not valid JSON: nested too deeply") from None
 
 
-def _type_name(v: Any) -> str:
+def type_name(v: Any) -> str:
+    """The JSON name of a parsed value's type (object, array, string, number, boolean, null)."""
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(v), "number" if isinstance(v, int | float) else type(v).__name__
     )
@@ -77,7 +80,7 @@ def _type_name(v: Any) -> str:
 
 def _check_text(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise HTTPProblem(422, f"{where} must be a string, found {_type_name(value)}")
+        raise HTTPProblem(422, f"{where} must be a string, found {type_name(value)}")
     if not value.strip():
         raise HTTPProblem(422, f"{where} is empty; every input needs some text")
     try:
@@ -89,22 +92,29 @@ def _check_text(value: Any, where: str) -> str:
     return value
 
 
-def parse_classify(obj: Any, max_inputs: int) -> list[str]:
-    """The texts of a ``/v1/classify`` body: ``{"inputs": "text" | ["text", ...]}``, at most ``max_inputs``."""
+def parse_classify(obj: Any, max_inputs: int) -> tuple[list[str], HFOptions | None]:
+    """The texts of a ``/v1/classify`` body, ``{"inputs": "text" | ["text", ...]}`` (at most ``max_inputs``),
+    and the Hugging Face options when the body carries ``parameters`` (the HF Inference shape), else None."""
+    from distil.serving.dialects import parse_hf_parameters
+
     if not isinstance(obj, dict):
         raise HTTPProblem(
-            422, f'expected a JSON object like {{"inputs": ["text", ...]}}, found {_type_name(obj)}'
+            422, f'expected a JSON object like {{"inputs": ["text", ...]}}, found {type_name(obj)}'
         )
-    unknown = sorted(set(obj) - {"inputs"})
+    unknown = sorted(set(obj) - {"inputs", "parameters"})
     if unknown:
-        raise HTTPProblem(422, f"unknown key(s) {unknown}; the body takes only 'inputs'")
+        raise HTTPProblem(422, f"unknown key(s) {unknown}; the body takes 'inputs' and optionally 'parameters'")
     if "inputs" not in obj:
         raise HTTPProblem(422, "missing key 'inputs' (a string or a list of strings)")
-    inputs = obj["inputs"]
+    hf = parse_hf_parameters(obj["parameters"]) if "parameters" in obj else None
+    return _classify_texts(obj["inputs"], max_inputs), hf
+
+
+def _classify_texts(inputs: Any, max_inputs: int) -> list[str]:
     if isinstance(inputs, str):
         return [_check_text(inputs, "inputs")]
     if not isinstance(inputs, list):
-        raise HTTPProblem(422, f"'inputs' must be a string or a list of strings, found {_type_name(inputs)}")
+        raise HTTPProblem(422, f"'inputs' must be a string or a list of strings, found {type_name(inputs)}")
     if not inputs:
         raise HTTPProblem(422, "'inputs' is an empty list; send at least one text")
     if len(inputs) > max_inputs:
@@ -132,20 +142,38 @@ def _message_text(content: Any, where: str) -> str:
                 )
             parts.append(part["text"])
         return _check_text("\n".join(parts), where)
-    raise HTTPProblem(422, f"{where} must be a string or a list of text parts, found {_type_name(content)}")
+    raise HTTPProblem(422, f"{where} must be a string or a list of text parts, found {type_name(content)}")
 
 
-def _check_chat_options(obj: dict[str, Any]) -> str | None:
-    """Refuse what a classifier cannot do (streaming, several answers); the ``model`` asked for, if any."""
-    if obj.get("stream"):
-        raise HTTPProblem(400, "stream=true is not supported by this endpoint; send stream=false or omit it")
+@dataclass(frozen=True)
+class ChatRequest:
+    """What a ``/v1/chat/completions`` body asks: the text, the model name, ``stream``, ``logprobs``."""
+
+    text: str
+    model: str | None = None
+    stream: bool = False
+    include_usage: bool = False
+    top_logprobs: int | None = None  # None: no logprobs asked
+
+
+def _check_chat_options(obj: dict[str, Any]) -> dict[str, Any]:
+    """Refuse what a classifier cannot do (several answers); the ``model``, ``stream`` and ``logprobs`` asked."""
+    from distil.serving.dialects import parse_chat_logprobs
+
     n = obj.get("n", 1)
     if n != 1:
         raise HTTPProblem(400, f"n={n!r} is not supported; a classifier gives one answer (n=1)")
     model = obj.get("model")
     if model is not None and not isinstance(model, str):
-        raise HTTPProblem(422, f"'model' must be a string, found {_type_name(model)}")
-    return model
+        raise HTTPProblem(422, f"'model' must be a string, found {type_name(model)}")
+    stream = obj.get("stream", False)
+    if not isinstance(stream, bool):
+        raise HTTPProblem(422, f"'stream' must be true or false, found {type_name(stream)}")
+    usage = obj.get("stream_options") or {}
+    if not isinstance(usage, dict):
+        raise HTTPProblem(422, f"'stream_options' must be an object, found {type_name(usage)}")
+    return {"model": model, "stream": stream, "include_usage": bool(usage.get("include_usage")),
+            "top_logprobs": parse_chat_logprobs(obj)}
 
 
 def _last_user_text(messages: Any) -> str:
@@ -154,7 +182,7 @@ def _last_user_text(messages: Any) -> str:
     for i in range(len(messages) - 1, -1, -1):
         m = messages[i]
         if not isinstance(m, dict):
-            raise HTTPProblem(422, f"messages[{i}] must be an object, found {_type_name(m)}")
+            raise HTTPProblem(422, f"messages[{i}] must be an object, found {type_name(m)}")
         if m.get("role") == "user":
             if "content" not in m:
                 raise HTTPProblem(422, f"messages[{i}] has no 'content'")
@@ -162,19 +190,23 @@ def _last_user_text(messages: Any) -> str:
     raise HTTPProblem(422, "no message with role 'user'; the last user message is the text to classify")
 
 
-def parse_chat(obj: Any) -> tuple[str, str | None]:
-    """The text (the last user message's content) and the ``model`` of a ``/v1/chat/completions`` body."""
+def parse_chat(obj: Any) -> ChatRequest:
+    """The text (the last user message's content) and the options of a ``/v1/chat/completions`` body."""
     if not isinstance(obj, dict):
-        raise HTTPProblem(422, f"expected a JSON object with 'messages', found {_type_name(obj)}")
-    model = _check_chat_options(obj)
-    return _last_user_text(obj.get("messages")), model
+        raise HTTPProblem(422, f"expected a JSON object with 'messages', found {type_name(obj)}")
+    options = _check_chat_options(obj)
+    return ChatRequest(_last_user_text(obj.get("messages")), **options)
 
 
-def chat_completion(text: str, model: str, answer: dict[str, Any]) -> dict[str, Any]:
+def chat_completion(
+    text: str, model: str, answer: dict[str, Any], logprobs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The OpenAI-shaped answer: the label as the message, word counts as usage, the details under ``distil``."""
+    from distil.serving.dialects import completion_id
+
     words_in, words_out = len(text.split()), len(answer["label"].split())
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "id": completion_id(),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -182,7 +214,7 @@ def chat_completion(text: str, model: str, answer: dict[str, Any]) -> dict[str, 
             "index": 0,
             "message": {"role": "assistant", "content": answer["label"]},
             "finish_reason": "stop",
-            "logprobs": None,
+            "logprobs": logprobs,
         }],
         "usage": {"prompt_tokens": words_in, "completion_tokens": words_out, "total_tokens": words_in + words_out},
         "distil": answer,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from distil.cascade import Cascade, resolve
 from distil.errors import ConfigError
@@ -72,7 +75,32 @@ class ServerState:
             if served.degraded:
                 self.metrics.inc("distil_degraded_total")
             self.metrics.inc("distil_inputs_total", source=served.source)
+            self.metrics.inc("distil_predictions_total", label=served.label, source=served.source)
             out.append(served.to_dict())
+        return out
+
+    async def ranked(
+        self, texts: list[str], answers: list[dict[str, Any]], k: int | None
+    ) -> list[list[dict[str, Any]]]:
+        """Per answer, the top ``k`` labels with scores (see :func:`distil.serving.dialects.ranked`)."""
+        from distil.serving.dialects import ranked
+
+        if self.max_chars is not None:
+            texts = [t[: self.max_chars] for t in texts]
+        probs = await asyncio.to_thread(self._member_probs, texts, answers)
+        return [ranked(a, p, self.router.labels, k) for a, p in zip(answers, probs, strict=True)]
+
+    def _member_probs(self, texts: list[str], answers: list[dict[str, Any]]) -> list[np.ndarray]:
+        """Each answer's student distribution: the rung that answered, or the last rung for a teacher answer."""
+        router = self.router
+        students = dict(zip(router.config.ladder, router.ladder, strict=True))
+        students[router.config.member] = router.student
+        names = [str(a.get("member") or router.config.member) for a in answers]
+        out: list[np.ndarray] = [np.empty(0)] * len(texts)
+        for name in dict.fromkeys(names):
+            idx = [i for i, n in enumerate(names) if n == name]
+            for i, row in zip(idx, students[name].predict_proba([texts[i] for i in idx]), strict=True):
+                out[i] = row
         return out
 
     def _count_decisions(self, decisions: list[Decision]) -> None:
@@ -181,7 +209,21 @@ def build_state(
         max_chars=task_obj.input.max_chars if task_obj is not None else None,
     )
     register_gauges(st)
+    st.metrics.info(**model_info(artifact_dir, router))
     return st
+
+
+def model_info(artifact_dir: str | Path | Router, router: Router) -> dict[str, str]:
+    """``distil_model_info``'s labels: the student, its rungs, the threshold rule and the data fingerprint."""
+    fingerprint = ""
+    if not isinstance(artifact_dir, Router):
+        from distil.artifact import load_artifact
+
+        fingerprint = str(load_artifact(artifact_dir).config.get("data_fingerprint", ""))
+    return {
+        "student": router.config.member, "rungs": ",".join(router.config.rungs), "fingerprint": fingerprint,
+        "labels": str(len(router.labels)), "ood_guard": "yes" if router.ood is not None else "no",
+    }
 
 
 def register_gauges(st: ServerState) -> None:
@@ -192,6 +234,6 @@ def register_gauges(st: ServerState) -> None:
         "distil_circuit_open", "1 while the teacher's circuit breaker is open (teacher not called).",
         lambda: 0.0 if breaker.state == "closed" else 1.0,
     )
-    m.gauge("distil_circuit_opened_total", "Times the circuit breaker opened.", lambda: breaker.opened_count)
+    m.counter("distil_circuit_opened_total", "Times the circuit breaker opened.", lambda: breaker.opened_count)
     m.gauge("distil_confidence_threshold", "Confidence threshold in force.", lambda: router.threshold)
     m.gauge("distil_ready", "1 when the server is ready.", lambda: 1.0 if st.ready else 0.0)
