@@ -38,7 +38,7 @@ def pick(per_intent: int, offset: int = 0) -> list[tuple[str, str]]:
     return out
 
 
-def make_task(server: LlmServer, tmp_path: Path, **teacher: Any) -> Task:
+def make_task(server: LlmServer, tmp_path: Path, labels: list[str] = INTENTS, **teacher: Any) -> Task:
     spec = {
         "kind": "openai",
         "model": "smollm2-135m",
@@ -54,7 +54,7 @@ def make_task(server: LlmServer, tmp_path: Path, **teacher: Any) -> Task:
         {
             "name": "banking4",
             "instruction": "Which banking intent does this customer message express?",
-            "labels": INTENTS,
+            "labels": labels,
             "teacher": spec,
         },
         base_dir=tmp_path,
@@ -151,3 +151,22 @@ def test_label_journals_answers_and_resumes(llm_server: LlmServer, tmp_path: Pat
         assert again.capabilities is None  # nothing was sent, not even the probe
         assert second.labeled.probs.tolist() == first.labeled.probs.tolist()
         again.close()
+
+
+def test_label_keys_give_exact_soft_labels_against_llama_cpp(llm_server: LlmServer, tmp_path: Path) -> None:
+    # labels that share their first token: by name, the probability on "card" is split evenly three ways
+    shared = ["card_arrival", "card_linking", "card_about_to_expire", "top_up_failed"]
+    texts = [t for t, lab in banking77("train") if lab in shared][:40:4]
+    split: dict[str, list[float]] = {}
+    for mode in ("names", "letters"):
+        task = make_task(llm_server, tmp_path / mode, shared, label_keys=mode)
+        teacher = OpenAITeacher(task.teacher, task)  # type: ignore[arg-type]
+        answers = teacher.predict_batch(texts)
+        teacher.close()
+        assert [a.status for a in answers] == ["done"] * len(texts), [(a.raw, a.error) for a in answers]
+        assert all(a.method == "logprobs" and a.extra["answer"] in shared for a in answers)
+        for a in answers:
+            check_probs(a.probs, len(shared))
+        split[mode] = [float(a.extra["split_mass"]) for a in answers]
+    assert split["letters"] == [0.0] * len(texts)  # every label got its own probability
+    assert sum(split["names"]) > 0  # by name, some mass on "card" had to be shared out evenly

@@ -107,6 +107,22 @@ def test_one_hot_logprobs_are_called_out(tmp_path: Path, top1: bool) -> None:
             assert res.soft_warning is None
 
 
+@pytest.mark.parametrize("top1", [True, False])
+def test_the_evaluation_report_says_the_training_answers_were_one_hot(tmp_path: Path, top1: bool) -> None:
+    from distil.evaluate.core import soft_label_warnings
+
+    texts = [f"soft check {i}: my card payment" for i in range(30)]
+    with StandIn(top1=top1) as s:
+        task = _task(tmp_path, s, model="standin-1")
+        res = label(task, texts)
+    said = soft_label_warnings(res.teacher, task)
+    if top1:
+        assert len(said) == 1 and said[0].startswith("training answers: the soft labels carry no information")
+    else:
+        assert said == []
+    assert soft_label_warnings("no-such-teacher", task) == []
+
+
 def test_distil_label_prints_the_soft_label_warning(tmp_path: Path) -> None:
     import os
     import subprocess

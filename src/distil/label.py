@@ -75,6 +75,10 @@ class LabelStats:
     probe_requests: int = 0
     from_others: int = 0
     abandoned: int = 0
+    #: logprobs answers of this run, and those where >= SPLIT_NOTABLE of the probability was split evenly
+    #: between labels the answer's tokens could not tell apart (labels sharing a first token)
+    logprob_answers: int = 0
+    split_answers: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON and run records)."""
@@ -96,6 +100,10 @@ class LabelResult:
         return self.rows.get(text)
 
 
+#: An answer whose split probability (``extra["split_mass"]``) reaches this counts as split.
+SPLIT_NOTABLE = 0.05
+#: The share of split answers that makes ``distil label`` suggest ``label_keys``.
+SPLIT_WARN_SHARE = 0.10
 #: Answers with a top probability at least this high count as one-hot.
 ONE_HOT = 0.999
 #: Soft answers (logprobs or samples) needed before they are judged, and the one-hot share that is degenerate.
@@ -412,7 +420,7 @@ def _result(
         else np.zeros((0, len(task.label_names)), dtype=np.float32)
     )
     labeled = LabeledSet(answered, probs, task.label_names, teacher=fp)
-    warning = soft_label_check(list(rows.values()))
+    warning = "; ".join(w for w in (soft_label_check(list(rows.values())), split_label_check(stats)) if w) or None
     return LabelResult(stats=stats, labeled=labeled, rows=rows, teacher=fp, soft_warning=warning)
 
 
@@ -431,6 +439,21 @@ def _count(stats: LabelStats, a: Answer) -> None:
         stats.invalid += 1
     else:
         stats.failed += 1
+    if a.status == "done" and a.method == "logprobs":
+        stats.logprob_answers += 1
+        stats.split_answers += int(float(a.extra.get("split_mass", 0.0)) >= SPLIT_NOTABLE)
+
+
+def split_label_check(stats: LabelStats) -> str | None:
+    """Why the logprob soft labels are flattened, or None: many answers split probability between labels."""
+    n, k = stats.logprob_answers, stats.split_answers
+    if n < SOFT_CHECK_MIN or k < SPLIT_WARN_SHARE * n:
+        return None
+    return (
+        f"in {k} of {n} answers at least {SPLIT_NOTABLE:.0%} of the probability went to labels sharing a first "
+        "token and was split evenly between them (the confusable labels get flat targets); set "
+        'label_keys = "auto" in [teacher] so that each label is answered by one short key'
+    )
 
 
 def labeled_set(

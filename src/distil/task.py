@@ -84,6 +84,11 @@ class OpenAITeacherSpec(_Strict):
     samples: int = Field(default=5, ge=2, le=50)
     sample_temperature: float = Field(default=1.0, gt=0.0, le=2.0)
     constrained: Literal["auto", "json_schema", "none"] = "auto"
+    # How the teacher names its answer. "names": the label itself (labels sharing a first token, card_arrival
+    # and card_linking, split that token's probability evenly). "letters" (A-Z, up to 26 labels) or "numbers"
+    # (1..N): a short key per label, shown in the prompt, so that the answer's first token's top_logprobs
+    # give each label its own probability. "auto": letters up to 26 labels, else numbers.
+    label_keys: Literal["names", "letters", "numbers", "auto"] = "names"
     concurrency: int = Field(default=4, ge=1, le=256)
     requests_per_minute: float | None = Field(default=None, gt=0)
     tokens_per_minute: float | None = Field(default=None, gt=0)
@@ -223,6 +228,14 @@ class Task(_Strict):
         empty = sorted(k for k, texts in self.examples.items() if any(not t.strip() for t in texts))
         if empty:
             raise ValueError(f"examples for {empty} include an empty text")
+        return self
+
+    @model_validator(mode="after")
+    def _label_keys_ok(self) -> Task:
+        keys = getattr(self.teacher, "label_keys", "names")
+        if keys == "letters" and len(self.labels) > 26:
+            raise ValueError(f"[teacher].label_keys = \"letters\" gives 26 keys, but the task has {len(self.labels)} "
+                             "labels; use \"numbers\" or \"auto\"")
         return self
 
     # -- accessors -----------------------------------------------------------------
@@ -376,6 +389,7 @@ model = "gpt-4o-mini"
 base_url = "https://api.openai.com/v1" # vLLM, Ollama, llama.cpp: http://127.0.0.1:8080/v1
 api_key_env = "OPENAI_API_KEY"         # the key is read from this variable, never stored
 probs = "auto"                         # logprobs if offered, else sampled answers, else one-hot
+label_keys = "auto"                    # answer a short key per label (A, B, ... or 1, 2, ...): exact soft labels
 concurrency = 4
 # requests_per_minute = 500
 # tokens_per_minute = 200000

@@ -218,7 +218,21 @@ def _open(
     if ts.skipped_rows:
         warnings.append(f"{ts.skipped_rows} test row(s) had empty or non-text input and were skipped")
     seen = overlap(art, ts.uniques, warnings)
+    warnings += soft_label_warnings(str(art.config.get("teacher_fingerprint") or ""), the_task)
     return _Setup(art, the_task, art_perm, ts, price_table, warnings, seen)
+
+
+def soft_label_warnings(teacher_fingerprint: str, task: Task) -> list[str]:
+    """What :func:`distil.label.soft_label_check` says of the answers the student learned from (from the
+    task's journal, when it is here): the report then says that no soft information arrived."""
+    from distil.journal import Journal
+    from distil.label import soft_label_check
+
+    if not teacher_fingerprint or not task.journal_path.exists():
+        return []
+    with Journal(task.journal_path) as journal:
+        said = soft_label_check(list(journal.rows(teacher_fingerprint, status="done")))
+    return [f"training answers: {said}"] if said else []
 
 
 def _teacher_step(

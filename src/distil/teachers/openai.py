@@ -45,7 +45,14 @@ mode the server cannot serve (``probs = "logprobs"`` without logprobs,
   label is left.  Matching is exact while a grammar constrains the answer and
   case-insensitive otherwise.  When the logprobs cannot be read (no ``top_logprobs`` at the
   label, the path leaves the label set) the answer falls back to ``"onehot"`` and
-  ``extra["logprobs_error"]`` says why.
+  ``extra["logprobs_error"]`` says why.  ``extra["split_mass"]`` is the probability that was split
+  evenly (0: the distribution over labels is exact).  **Label keys** (``label_keys`` in
+  ``[teacher]``) make it exact: the prompt lists each label after a short key (``A``…``Z``, or
+  ``1``…``N``), the schema's ``enum`` is the keys and the teacher answers the key, so the first
+  answer token's ``top_logprobs`` name labels one each (single letters are one token in every
+  common tokenizer; numbers up to 999 in GPT-4-class and Llama-3 tokenizers, digit by digit in
+  others, where ``split_mass`` says how much was still shared).  The key mode is part of the
+  teacher's identity, so the journal never mixes answers asked by name and by key.
 * ``"samples"`` — ``samples`` answers at ``sample_temperature``, asked with ``n=k``; a
   server that returns fewer choices (llama.cpp ignores ``n``) is asked again for the rest.
   The probabilities are the frequencies of the valid answers; invalid samples are counted
@@ -138,6 +145,8 @@ if TYPE_CHECKING:
 PROBE_TEXT = "Hello, I have a question."
 #: OpenAI's reasoning families, which refuse ``max_tokens`` and any ``temperature`` but the default.
 REASONING_MODEL = re.compile(r"^(?:[\w.-]+/)?(?:o\d|gpt-5)(?:\b|[-_.])", re.IGNORECASE)
+#: The keys of ``label_keys = "letters"``: one token each in every common tokenizer.
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 #: UTF-8 bytes per token for estimates made before sending: on the safe side (English runs ~4,
 #: text in other scripts fewer), because a budget without ``usage`` is kept with this estimate.
 BYTES_PER_TOKEN = 3.0
@@ -284,20 +293,39 @@ def _norm(text: str) -> str:
     return text.removesuffix(".").strip().casefold()
 
 
-def build_system_prompt(task: Task) -> str:
-    """The system message: instruction, labels (with descriptions), the task's examples if any, answer format."""
-    lines = [task.instruction.strip(), "", "Labels:"]
+def answer_keys(labels: Sequence[str], mode: str) -> list[str]:
+    """What the teacher answers for each label: the name itself, or a short key (``A``…, ``1``…)."""
+    if mode == "auto":
+        mode = "letters" if len(labels) <= len(_LETTERS) else "numbers"
+    if mode == "letters":
+        return list(_LETTERS[: len(labels)])
+    if mode == "numbers":
+        return [str(i + 1) for i in range(len(labels))]
+    return list(labels)
+
+
+def build_system_prompt(task: Task, keys: Sequence[str] | None = None) -> str:
+    """The system message: instruction, labels (with descriptions), the task's examples if any, answer format.
+
+    With ``keys`` (one short key per label) every label is listed after its key and the answer is the key.
+    """
+    keyed = keys is not None and list(keys) != task.label_names
+    answer = dict(zip(task.label_names, keys or task.label_names, strict=True))
+    lines = [task.instruction.strip(), "", "Labels (answer with the key before the colon):" if keyed else "Labels:"]
     for name, desc in task.label_descriptions.items():
-        lines.append(f"- {name}" if desc == name else f"- {name}: {desc}")
+        shown = name if desc == name else f"{name}: {desc}"
+        lines.append(f"- {answer[name]}: {shown}" if keyed else f"- {shown}")
     if task.examples:
         lines += ["", "Examples:"]
         for name in task.label_names:  # in label order, so the prompt does not depend on the file's order
-            lines += [f"- {json.dumps(' '.join(t.split()), ensure_ascii=False)} -> {json.dumps({'label': name})}"
+            said = json.dumps({"label": answer[name]})
+            lines += [f"- {json.dumps(' '.join(t.split()), ensure_ascii=False)} -> {said}"
                       for t in task.examples.get(name, [])]
+    word = "key" if keyed else "label"
     lines += [
         "",
-        'Answer with a JSON object only, in the form {"label": "<label>"}, '
-        "where <label> is exactly one of the labels above.",
+        f'Answer with a JSON object only, in the form {{"label": "<{word}>"}}, '
+        f"where <{word}> is exactly one of the {word}s above.",
     ]
     return "\n".join(lines)
 
@@ -336,8 +364,10 @@ class OpenAITeacher(Teacher):
         self.spec = spec
         self.task = task
         self.url = spec.base_url.rstrip("/") + "/chat/completions"
-        self.system_prompt = build_system_prompt(task)
-        self.schema = label_schema(self.labels)
+        #: What the teacher answers for each label (the names, or short keys: ``label_keys``), in label order.
+        self.answers = answer_keys(self.labels, spec.label_keys)
+        self.system_prompt = build_system_prompt(task, self.answers)
+        self.schema = label_schema(self.answers)
         #: $ per 1M tokens: the task's prices when set, else the built-in table's for the model; None: unknown.
         self.price: Price | None = lookup_price(
             spec.model, DEFAULT_PRICES, price_in_per_1m=spec.price_in_per_1m, price_out_per_1m=spec.price_out_per_1m,
@@ -365,11 +395,11 @@ class OpenAITeacher(Teacher):
             transport=transport,
             limits=httpx.Limits(max_connections=conns, max_keepalive_connections=conns),
         )
-        # Exact match first, then the normalised form (unless two labels collide).
-        self._exact = {lab: lab for lab in self.labels}
+        # Exact match first (keys, then names), then the normalised form (unless two answers collide).
+        self._exact = {lab: lab for lab in self.labels} | dict(zip(self.answers, self.labels, strict=True))
         normed: dict[str, list[str]] = {}
-        for lab in self.labels:
-            normed.setdefault(_norm(lab), []).append(lab)
+        for ans, lab in zip(self.answers, self.labels, strict=True):
+            normed.setdefault(_norm(ans), []).append(lab)
         self._normed = {k: v[0] for k, v in normed.items() if len(v) == 1}
         self.capabilities: Capabilities | None = None
         self._probe_lock = threading.Lock()
@@ -410,6 +440,8 @@ class OpenAITeacher(Teacher):
                 out[key] = getattr(s, key)
         if s.extra_body:
             out["extra_body"] = s.extra_body
+        if self.answers != self.labels:
+            out["label_keys"] = s.label_keys
         return out
 
     def _reasoning_family(self) -> bool:
@@ -746,7 +778,7 @@ class OpenAITeacher(Teacher):
         if not isinstance(value, str):
             return None
         if value in self._exact:
-            return value
+            return self._exact[value]
         return self._normed.get(_norm(value))
 
     def answer_each(self, texts: Sequence[str], on_answer: OnAnswer, budget: Budget) -> None:
@@ -811,9 +843,11 @@ class OpenAITeacher(Teacher):
         method: Method = "onehot"
         probs: list[float] | None = None
         if lp:
-            probs, why = self._logprob_probs(out.reply.choices[0] if out.reply.choices else None, caps)
+            stats: dict[str, float] = {}
+            probs, why = self._logprob_probs(out.reply.choices[0] if out.reply.choices else None, caps, stats)
             if probs is not None:
                 method = "logprobs"
+                extra["split_mass"] = round(stats.get("split_mass", 0.0), 6)
             else:
                 extra["logprobs_error"] = why
         if probs is None:
@@ -880,13 +914,16 @@ class OpenAITeacher(Teacher):
         probs = normalise(counts, self.labels)
         return Answer("done", probs=probs, method="samples", raw=contents[0], extra=extra, **tally.common())
 
-    def _logprob_probs(self, choice: Choice | None, caps: Capabilities) -> tuple[list[float] | None, str]:
-        """Label probabilities from the generated path's logprobs (see the module docs)."""
+    def _logprob_probs(
+        self, choice: Choice | None, caps: Capabilities, stats: dict[str, float] | None = None
+    ) -> tuple[list[float] | None, str]:
+        """Label probabilities from the generated path's logprobs (see the module docs); ``stats`` gets
+        ``split_mass``, the probability split evenly between labels the tokens could not tell apart."""
         items = choice.logprobs if choice is not None else None
         if not items:
             return None, "no logprobs in the answer"
         constrained = caps.response_format is not None
-        return label_probs_from_logprobs(items, self.labels, case_sensitive=constrained)
+        return label_probs_from_logprobs(items, self.answers, case_sensitive=constrained, stats=stats)
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -898,14 +935,16 @@ class OpenAITeacher(Teacher):
 
 
 def label_probs_from_logprobs(
-    items: Sequence[dict[str, Any]], labels: Sequence[str], *, case_sensitive: bool = True
+    items: Sequence[dict[str, Any]], labels: Sequence[str], *, case_sensitive: bool = True,
+    stats: dict[str, float] | None = None,
 ) -> tuple[list[float] | None, str]:
     """Probabilities over ``labels`` from chat-completions ``logprobs.content`` items.
 
     Follows the generated path from the start of the label (in a ``{"label": "..."}``
     object, or a bare answer), renormalising each position's alternatives over the tokens
     that can still start or complete a label; see the module docs.  Returns
-    ``(probs, "")`` or ``(None, reason)``.
+    ``(probs, "")`` or ``(None, reason)``.  ``stats["split_mass"]`` (when given) is the probability that
+    went to several labels at once and was split evenly: 0 when the distribution is exact.
     """
     tokens = [str(it.get("token", "")) for it in items]
     text = "".join(tokens)
@@ -926,6 +965,8 @@ def label_probs_from_logprobs(
         if walk.settled():
             break
     walk.spread_rest()
+    if stats is not None:
+        stats["split_mass"] = walk.split
     probs = normalise(walk.scores, labels)
     if probs is None:
         return None, "no probability mass on any label"
@@ -982,6 +1023,7 @@ class _LabelWalk:
     remaining: list[str]
     prefix: str = ""
     mass: float = 1.0  # probability of the generated path so far, not yet given to a label
+    split: float = 0.0  # probability given evenly to several labels at once (the tokens could not tell them apart)
 
     def consistent(self, ext: str) -> list[str]:
         """The remaining labels that ``ext`` starts, or that ``ext`` completes up to a terminator."""
@@ -1006,6 +1048,8 @@ class _LabelWalk:
                 share = self.mass * weights[s] / total / len(g)
                 for lab in g:
                     self.scores[lab] += share
+                if len(g) > 1:
+                    self.split += share * len(g)
         self.mass *= weights[gen] / total
         self.prefix += gen
         self.remaining = groups[gen]
@@ -1026,6 +1070,8 @@ class _LabelWalk:
         exact = [lab for lab in self.remaining if self.forms[lab] == self.prefix.rstrip()]
         for lab in exact or self.remaining:
             self.scores[lab] += self.mass / len(exact or self.remaining)
+        if len(exact or self.remaining) > 1:
+            self.split += self.mass
 
 
 def _error_message(resp: httpx.Response) -> str:
