@@ -113,6 +113,22 @@ MIGRATIONS: list[str] = [
         info        TEXT NOT NULL DEFAULT '{}'
     );
     """,
+    # 5: batches sent through a provider's Batch API (the remote id journaled before anything is
+    # waited for, so a killed run polls the same batch again instead of paying for it twice)
+    """
+    CREATE TABLE batches (
+        id             TEXT PRIMARY KEY,
+        teacher        TEXT NOT NULL,
+        remote_id      TEXT,
+        input_file_id  TEXT,
+        status         TEXT NOT NULL,
+        keys           TEXT NOT NULL,
+        created_at     REAL NOT NULL,
+        updated_at     REAL NOT NULL,
+        info           TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX batches_teacher ON batches(teacher, status);
+    """,
 ]
 #: Sources whose answers a student may learn from: labeling runs, active-labeling rounds
 #: (``active:<round kind>``) and the server's teacher fallbacks.  ``eval`` (test files) and
@@ -470,6 +486,45 @@ class Journal:
                     canonical_json({k: v for k, v in info.items() if k not in _PROBE_COLUMNS}),
                 ),
             )
+
+    # -- provider batches ------------------------------------------------------------
+    def add_batch(self, batch_id: str, teacher: str, keys: Sequence[str]) -> None:
+        """Journal a batch about to be sent (status ``preparing``), with the keys its file holds."""
+        now = time.time()
+        with self._write("recording a batch") as db:
+            db.execute(
+                "INSERT INTO batches(id, teacher, status, keys, created_at, updated_at) VALUES (?,?,?,?,?,?)",
+                (batch_id, teacher, "preparing", json.dumps(list(keys)), now, now),
+            )
+
+    def update_batch(self, batch_id: str, **fields: Any) -> None:
+        """Set a batch's ``remote_id``, ``input_file_id``, ``status`` or ``info`` (a dict)."""
+        allowed = {"remote_id", "input_file_id", "status", "info"}
+        if set(fields) - allowed:
+            raise ValueError(f"unknown batch field(s) {sorted(set(fields) - allowed)}")
+        values = {k: canonical_json(v) if k == "info" else v for k, v in fields.items()}
+        cols = ", ".join(f"{k}=?" for k in values)
+        with self._write("updating a batch") as db:
+            db.execute(f"UPDATE batches SET {cols}, updated_at=? WHERE id=?", (*values.values(), time.time(), batch_id))
+
+    def batches(self, teacher: str | None = None, *, open_only: bool = False) -> list[dict[str, Any]]:
+        """The journaled batches (oldest first); ``open_only``: those whose answers are not all collected."""
+        sql = "SELECT id, teacher, remote_id, input_file_id, status, keys, created_at, updated_at, info FROM batches"
+        cond, args = [], []
+        if teacher is not None:
+            cond.append("teacher=?")
+            args.append(teacher)
+        if open_only:
+            cond.append("status NOT IN ('collected', 'failed')")
+        if cond:
+            sql += " WHERE " + " AND ".join(cond)
+        with self._lock:
+            found = self._db.execute(sql + " ORDER BY created_at", args).fetchall()
+        names = ("id", "teacher", "remote_id", "input_file_id", "status", "keys", "created_at", "updated_at", "info")
+        out = [dict(zip(names, r, strict=True)) for r in found]
+        for b in out:
+            b["keys"], b["info"] = json.loads(b["keys"]), json.loads(b["info"])
+        return out
 
     def rows(self, teacher: str | None = None, status: str | None = None) -> Iterator[Row]:
         """Iterate rows, optionally for one teacher and one status, in insertion order."""

@@ -38,6 +38,7 @@ from distil.progress import note
 from distil.task import Task
 from distil.teachers import make_teacher
 from distil.teachers.base import Answer, Interrupted, Teacher
+from distil.teachers.batch import BatchSettings
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class LabelStats:
     #: between labels the answer's tokens could not tell apart (labels sharing a first token)
     logprob_answers: int = 0
     split_answers: int = 0
+    #: inputs left out because a provider batch still holds them (collected by ``--via batch``)
+    in_batches: int = 0
+    via: str = "sync"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON and run records)."""
@@ -164,8 +168,14 @@ def label(
     progress: Progress | None = None,
     confirm: Callable[[LabelStats], bool] | None = None,
     source: str = "label",
+    via: str = "sync",
+    batch: BatchSettings | None = None,
 ) -> LabelResult:
     """Answer every text with the task's teacher, once; return the labeled set.
+
+    ``via="batch"`` sends the inputs through the provider's Batch API (an ``openai`` teacher; see
+    :mod:`distil.teachers.batch`): half price, answers within the batch window, resumable by running
+    the same command again; ``batch`` sets its polling and chunk size.
 
     Texts already answered (``done`` or ``invalid``) for the same teacher fingerprint come
     from the journal without a call; texts another run is asking are waited for, not asked.
@@ -186,16 +196,28 @@ def label(
             hint="build the teacher from the same task",
         )
     _check_price(teacher, max_cost)
+    _check_via(via, teacher)
     journal = journal or Journal(task.journal_path)
     try:
         return _label(
             task, list(texts), teacher, journal, budget=Budget(max_calls, max_cost),
             batch_size=batch_size or _batch_size(teacher), progress=progress, confirm=confirm,
-            source=source, started=started,
+            source=source, started=started, via=via, batch=batch,
         )
     finally:
         if own_journal:
             journal.close()
+
+
+def _check_via(via: str, teacher: Teacher) -> None:
+    """``via`` is ``sync`` or ``batch``, and a batch needs an ``openai`` teacher."""
+    if via not in ("sync", "batch"):
+        raise ConfigError(f"--via must be sync or batch, found {via!r}")
+    if via == "batch" and teacher.kind != "openai":
+        raise ConfigError(
+            f"--via batch sends the inputs through an OpenAI-compatible Batch API; {teacher.describe()} is a "
+            f"{teacher.kind} teacher", hint="leave --via out for this teacher",
+        )
 
 
 def _check_price(teacher: Teacher, max_cost: float | None) -> None:
@@ -220,21 +242,24 @@ def _label(
     confirm: Callable[[LabelStats], bool] | None,
     source: str,
     started: float,
+    via: str = "sync",
+    batch: BatchSettings | None = None,
 ) -> LabelResult:
     fp = teacher.fingerprint()
     journal.register_teacher(fp, teacher.kind, teacher.identity(), task.label_names)
     uniques = _unique_texts(texts)
     keys = {t: call_key(fp, t) for t in uniques}
     journal.note_uses(keys.values(), source)
-    stats, todo = _plan(uniques, keys, journal, teacher)
+    stats, todo = _plan(uniques, keys, journal, teacher, via=via, batch=batch)
     run_id = journal.start_run(fp, source, {"to_ask": len(todo), "total": len(uniques)})
     _report(progress, stats)
     if todo and confirm is not None and not confirm(stats):
         stats.stopped = "declined"
         todo = []
     run = _Run(task, teacher, journal, keys, fp, source, stats, budget, progress, run_id, started)
-    if todo:
-        run.ask(todo, batch_size)
+    run.batch = batch or BatchSettings() if via == "batch" else None
+    if todo or (via == "batch" and journal.batches(fp, open_only=True)):
+        run.ask(todo, len(todo) or 1 if via == "batch" else batch_size)
     run.finish()
     _report(progress, stats)
     return _result(task, uniques, keys, journal, stats, fp)
@@ -252,6 +277,7 @@ class _Run:
         self.run_id, self.started = run_id, started
         self.owner = new_lease_owner()
         self.text_of = {k: t for t, k in keys.items()}
+        self.batch: BatchSettings | None = None  # set: ask through the provider's Batch API
 
     def ask(self, todo: list[str], batch_size: int) -> None:
         """Ask ``todo`` in chunks of ``batch_size``, then wait for what other runs were asking."""
@@ -279,6 +305,8 @@ class _Run:
         self.teacher.prepare(self.budget)  # an LLM teacher's capability probe, within the budget
         self._journal_probe()
         held: dict[str, str] = {}
+        if self.batch is not None and not todo:  # nothing new: collect the batches still open
+            self._ask_batch([])
         for start in range(0, len(todo), batch_size):
             if self.budget.exhausted:
                 break
@@ -294,9 +322,30 @@ class _Run:
         held.update(got.held)
         granted = set(got.granted)
         asked = [t for t in texts if self.keys[t] in granted]
-        if asked:
+        if self.batch is not None:
+            self._ask_batch(asked)
+        elif asked:
             self.teacher.answer_each(asked, lambda i, a: self._on_answer(asked[i], a), self.budget)
         self._sync()
+
+    def _ask_batch(self, asked: list[str]) -> None:
+        """Send ``asked`` through the Batch API (collecting open batches first); each answer journaled by key."""
+        from distil.teachers.batch import BatchRunner
+        from distil.teachers.openai import OpenAITeacher
+
+        assert isinstance(self.teacher, OpenAITeacher) and self.batch is not None
+        runner = BatchRunner(self.teacher, self.journal, self.fp, self.batch)
+        try:
+            runner.answer(asked, self.keys, self._on_batch_answer, self.budget)
+        finally:
+            runner.close()
+
+    def _on_batch_answer(self, key: str, answer: Answer) -> None:
+        """An answer a batch brought (already journaled): counted if this run asked for it."""
+        if key in self.text_of:
+            _count(self.stats, answer)
+        self._sync()
+        _report(self.progress, self.stats)
 
     def _on_answer(self, text: str, answer: Answer) -> None:
         """Commit one answer the moment it arrives, then count it."""
@@ -385,20 +434,32 @@ def _unique_texts(texts: list[str]) -> list[str]:
 
 
 def _plan(
-    uniques: list[str], keys: dict[str, str], journal: Journal, teacher: Teacher
+    uniques: list[str], keys: dict[str, str], journal: Journal, teacher: Teacher, *, via: str = "sync",
+    batch: BatchSettings | None = None,
 ) -> tuple[LabelStats, list[str]]:
-    """The run's starting counts and the texts the journal does not answer yet (``done`` or ``invalid``)."""
+    """The run's starting counts and the texts the journal does not answer yet (``done`` or ``invalid``).
+
+    Inputs an open provider batch holds are not asked again: a batch run collects them, a synchronous
+    run leaves them out (``stats.in_batches``) and says how to collect them.
+    """
     known = journal.lookup(list(keys.values()))
-    stats = LabelStats(total=len(uniques))
+    stats = LabelStats(total=len(uniques), via=via)
+    in_batches = {k for b in journal.batches(teacher.fingerprint(), open_only=True) for k in b["keys"]}
     todo: list[str] = []
     for t in uniques:
         row = known.get(keys[t])
         if row is not None and row.status in ("done", "invalid"):
             stats.from_journal += 1
+        elif via == "sync" and keys[t] in in_batches:
+            stats.in_batches += 1
         else:
             todo.append(t)
+    if stats.in_batches:
+        note("%d inputs are in a provider batch still open: `distil label --via batch` collects them",
+             stats.in_batches)
     stats.to_ask = len(todo)
-    stats.estimate = teacher.estimate_cost(todo) if todo else 0.0
+    discount = (batch or BatchSettings()).discount if via == "batch" else 1.0
+    stats.estimate = teacher.estimate_cost(todo) * discount if todo else 0.0
     return stats, todo
 
 

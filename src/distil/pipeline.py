@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from distil.data import LabeledSet, read_inputs, write_labeled
-from distil.errors import BudgetExceeded, TeacherError
+from distil.errors import BudgetExceeded, ConfigError, TeacherError
 from distil.journal import Journal
 from distil.label import LabelResult, LabelStats, label
 from distil.progress import collect_timings, step
@@ -65,6 +65,8 @@ def run(
     strategy: str = "all",
     reporter: Reporter | None = None,
     params: dict[str, dict[str, Any]] | None = None,
+    via: str = "sync",
+    poll_s: float = 30.0,
 ) -> dict[str, Any]:
     """Label ``inputs`` with the task's teacher, train the ladder on the answers, evaluate on ``test``.
 
@@ -82,7 +84,10 @@ def run(
     texts = unlabeled.texts
     _say(reporter, f"{inputs}: {unlabeled.report.summary()}")
     with Workspace(task) as ws:  # one teacher (one capability probe) and one journal for the whole run
-        result = _label_step(ws, texts, strategy, max_calls, max_cost, reporter)
+        if via != "sync" and strategy != "all":
+            raise ConfigError(f"--via {via} does not combine with --strategy {strategy}",
+                              hint="use --strategy all with --via batch")
+        result = _label_step(ws, texts, strategy, max_calls, max_cost, reporter, via, poll_s)
         labeled_path = write_labeled(result.labeled, out / "labeled.parquet")
         _say(reporter, f"labeled set: {labeled_path} ({len(result.labeled)} texts)")
         validation = None
@@ -115,16 +120,21 @@ def _label_step(
     max_calls: int | None,
     max_cost: float | None,
     reporter: Reporter | None,
+    via: str = "sync",
+    poll_s: float = 30.0,
 ) -> LabelResult:
-    """Label ``texts`` (all, or in rounds); raise when the budget stopped it or nothing was answered."""
+    """Label ``texts`` (all, or in rounds; ``via="batch"``: through the Batch API); raise when the budget
+    stopped it or nothing was answered."""
     task, teacher = ws.task, ws.teacher
     progress = reporter.label_progress(teacher.describe()) if reporter is not None else None
     try:
         with step(f"labeling {len(texts)} inputs with {teacher.describe()}"):
             if strategy == "all":
+                from distil.teachers.batch import BatchSettings
+
                 result = label(
                     task, texts, teacher=teacher, journal=ws.journal, max_calls=max_calls, max_cost=max_cost,
-                    progress=progress,
+                    progress=progress, via=via, batch=BatchSettings(poll_s=poll_s),
                 )
                 result.labeled.info = {"strategy": "all"}
             else:

@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         load_task(args.task), Path(args.inputs), Path(args.out), test=Path(args.test) if args.test else None,
         label_column=args.label_column, text_column=args.text_column, max_calls=args.max_calls,
         max_cost=args.max_cost, valid=Path(args.valid) if args.valid else None, strategy=args.strategy,
-        students=_students(args.students), reporter=ConsoleReporter(),
+        students=_students(args.students), reporter=ConsoleReporter(), via=args.via, poll_s=args.poll_s,
     )
     print_verdict(metrics)
     return 0

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from distil.cli.display import LabelDisplay, console, out, print_label_summary
 from distil.cli.inputs import load_task, read_task_texts
+from distil.errors import ConfigError
 
 if TYPE_CHECKING:
     from distil.journal import Journal
@@ -65,12 +66,20 @@ def _label(
 ) -> LabelResult:
     """Label every input (``--strategy all``) or in rounds (``random``, ``active``)."""
     confirm = _confirmation(args, display)
+    via = getattr(args, "via", "sync")
     if args.strategy == "all":
         from distil.label import label
+        from distil.teachers.batch import BatchSettings
 
         return label(
             task, texts, teacher=teacher, journal=journal, max_calls=args.max_calls,
-            max_cost=args.max_cost, progress=display, confirm=confirm,
+            max_cost=args.max_cost, progress=display, confirm=confirm, via=via,
+            batch=BatchSettings(poll_s=args.poll_s) if via == "batch" else None,
+        )
+    if via != "sync":
+        raise ConfigError(
+            f"--via {via} sends every input at once; it does not combine with --strategy {args.strategy}",
+            hint="use --strategy all with --via batch",
         )
     from distil.active import label_active
 
@@ -88,7 +97,7 @@ def _confirmation(args: argparse.Namespace, display: LabelDisplay) -> Callable[[
         display.close()
         console.print(
             f"to ask: {stats.to_ask} of {stats.total} unique inputs ({stats.from_journal} already in the journal); "
-            f"estimated cost: ${stats.estimate:.4f}"
+            f"estimated cost: ${stats.estimate:.4f}" + (" (batch price)" if stats.via == "batch" else "")
             + (f"; --max-cost ${args.max_cost:.4f}" if args.max_cost is not None else "")
             + (f"; --max-calls {args.max_calls}" if args.max_calls is not None else "")
         )
@@ -159,6 +168,12 @@ def _outcome(strategy: str, stats: LabelStats) -> int:
     return 0
 
 
+def _when(ts: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
 def cmd_journal(args: argparse.Namespace) -> int:
     """Show what the journal holds for the task's teacher(s)."""
     from distil.journal import Journal
@@ -182,5 +197,9 @@ def cmd_journal(args: argparse.Namespace) -> int:
                 from rich.markup import escape
 
                 out.print(f"  [yellow]{escape(soft_warning)}[/]")
+            for b in j.batches(t["fingerprint"], open_only=True):
+                out.print(f"  batch {b['remote_id'] or '(not created yet)'} in flight: {b['status']}, "
+                          f"{len(b['keys'])} inputs, sent {_when(b['created_at'])}; "
+                          "`distil label TASK INPUTS --via batch` collects it")
     out.print(f"journal: {task.journal_path}")
     return 0

@@ -143,7 +143,15 @@ def _add_label(sub: Subparsers) -> None:
                    help="active: the student that ranks inputs between rounds (auto: static if available)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--dry-run", action="store_true", help="show the estimate and stop")
+    _add_via(s)
     s.set_defaults(fn=cmd_label)
+
+
+def _add_via(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--via", choices=["sync", "batch"], default="sync",
+                   help="batch: send the inputs through the provider's Batch API (OpenAI: half price, answers "
+                   "within 24 h); a killed run resumes polling the same batch when run again")
+    s.add_argument("--poll-s", type=float, default=30.0, help="--via batch: seconds between status checks")
 
 
 def _add_journal(sub: Subparsers) -> None:
@@ -231,6 +239,7 @@ def _add_run(sub: Subparsers) -> None:
     s.add_argument("--strategy", choices=["all", "random", "active"], default="all",
                    help="active/random: label in rounds up to --max-calls (see distil label)")
     s.add_argument("--students", help=_STUDENTS_HELP)
+    _add_via(s)
     s.set_defaults(fn=cmd_run)
 
 

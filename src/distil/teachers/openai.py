@@ -834,17 +834,24 @@ class OpenAITeacher(Teacher):
             return Answer("invalid", raw=out.raw, error=out.error, **common)
         if out.reply is None:
             return Answer("failed", error=out.error, **common)
-        content = out.reply.content()
+        return self.reply_answer(out.reply, caps, common, estimated=tally.estimated)
+
+    def reply_answer(
+        self, reply: Reply, caps: Capabilities, common: dict[str, Any], *, estimated: bool = False
+    ) -> Answer:
+        """The answer one chat completion gives (a label from its content, probabilities from its logprobs
+        when ``caps`` asked for them); ``common`` holds what it cost (attempts, tokens, dollars)."""
+        content = reply.content()
         label = self._parse(content)
-        extra: dict[str, Any] = {"cost_estimated": True} if tally.estimated else {}
+        extra: dict[str, Any] = {"cost_estimated": True} if estimated else {}
         if label is None:
             return Answer("invalid", raw=content, extra=extra, **common)
         extra["answer"] = label
         method: Method = "onehot"
         probs: list[float] | None = None
-        if lp:
+        if caps.mode == "logprobs":
             stats: dict[str, float] = {}
-            probs, why = self._logprob_probs(out.reply.choices[0] if out.reply.choices else None, caps, stats)
+            probs, why = self._logprob_probs(reply.choices[0] if reply.choices else None, caps, stats)
             if probs is not None:
                 method = "logprobs"
                 extra["split_mass"] = round(stats.get("split_mass", 0.0), 6)
