@@ -176,7 +176,8 @@ def test_kill_9_while_a_batch_runs_then_run_again_pays_once(tmp_path: Path) -> N
         again = _distil("label", str(task), str(inputs), "--via", "batch", "--poll-s", "0.05", cwd=tmp_path)
         out, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
-    assert "(batch price)" in " ".join((out + err).split())
+    said = " ".join((out + err).split())
+    assert "(batch price)" in said and "per input answered (through the Batch API)" in said
     assert len(s.batches) == 1 and len(s.answered_lines) == 40 and max(s.answered_lines.values()) == 1
     with Journal(Task.load(task).journal_path) as j:
         assert j.counts()["done"] >= 40

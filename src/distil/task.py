@@ -89,6 +89,9 @@ class OpenAITeacherSpec(_Strict):
     # (1..N): a short key per label, shown in the prompt, so that the answer's first token's top_logprobs
     # give each label its own probability. "auto": letters up to 26 labels, else numbers.
     label_keys: Literal["names", "letters", "numbers", "auto"] = "names"
+    # "ollama": Ollama's native /api/chat (logprobs, JSON-schema format) instead of /chat/completions;
+    # base_url is then the server's root, e.g. http://127.0.0.1:11434.
+    api: Literal["openai", "ollama"] = "openai"
     concurrency: int = Field(default=4, ge=1, le=256)
     requests_per_minute: float | None = Field(default=None, gt=0)
     tokens_per_minute: float | None = Field(default=None, gt=0)

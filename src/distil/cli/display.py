@@ -91,6 +91,11 @@ def print_label_summary(stats: LabelStats, journal_path: Path, export: Path | No
         f"teacher calls this run: {stats.calls} (attempts {stats.attempts}), from journal: {stats.from_journal}, "
         f"done: {stats.done}, failed: {stats.failed}, invalid: {stats.invalid}, spent: ${stats.spent:.4f}"
     )
+    if stats.calls:
+        asked = stats.requests - stats.probe_requests
+        via = " (through the Batch API)" if stats.via == "batch" else ""
+        console.print(f"requests: {stats.requests} ({stats.probe_requests} for the capability probe), "
+                      f"{asked / stats.calls:.2f} per input answered{via}")
     console.print(f"journal: {journal_path}")
     if export is not None:
         console.print(f"labeled set: {export}")

@@ -1,5 +1,6 @@
-"""The request and answer shapes of other tools, on top of distil's own: the Hugging Face Inference
-text-classification shape, the OpenAI chat facade's ``logprobs`` and ``stream``, and ``/v1/models``.
+"""The answer shapes of other tools, on top of distil's own: the Hugging Face Inference
+text-classification shape, the OpenAI chat facade's ``logprobs`` and ``stream``, and ``/v1/models``
+(their requests are parsed in :mod:`distil.serving.schema`).
 
 Ranked answers (HF ``top_k``, chat ``top_logprobs``) start with the served answer and its score; the
 other labels follow in the answering student's calibrated proportions, scaled to the mass the answer
@@ -13,43 +14,9 @@ import math
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from distil.serving.schema import HTTPProblem, type_name
-
-#: ``function_to_apply`` values that leave a student's calibrated probabilities as they are.
-_SOFTMAX_LIKE = (None, "softmax")
-
-
-@dataclass(frozen=True)
-class HFOptions:
-    """The ``parameters`` of a Hugging Face text-classification request."""
-
-    top_k: int | None = None
-
-
-def parse_hf_parameters(value: Any) -> HFOptions:
-    """``{"top_k": int, "function_to_apply": "softmax"}`` (both optional); anything else is a 422."""
-    if value is None:
-        return HFOptions()
-    if not isinstance(value, dict):
-        raise HTTPProblem(422, f"'parameters' must be an object like {{\"top_k\": 3}}, found {type_name(value)}")
-    unknown = sorted(set(value) - {"top_k", "function_to_apply"})
-    if unknown:
-        raise HTTPProblem(422, f"unknown parameter(s) {unknown}; text classification takes top_k and function_to_apply")
-    top_k = value.get("top_k")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise HTTPProblem(422, f"'parameters.top_k' must be an integer >= 1, found {top_k!r}")
-    fn = value.get("function_to_apply")
-    if fn not in _SOFTMAX_LIKE:
-        raise HTTPProblem(
-            422, f"'parameters.function_to_apply' {fn!r} is not supported: the student's scores are calibrated "
-            "softmax probabilities; send \"softmax\" or leave it out",
-        )
-    return HFOptions(top_k=top_k)
 
 
 def ranked(answer: Mapping[str, Any], probs: np.ndarray, labels: Sequence[str], k: int | None) -> list[dict[str, Any]]:
@@ -73,19 +40,6 @@ def chat_logprobs(top: Sequence[Mapping[str, Any]], n: int) -> dict[str, Any]:
         return {"token": label, "logprob": math.log(p) if p > 0 else -9999.0, "bytes": list(label.encode("utf-8"))}
 
     return {"content": [{**token(top[0]), "top_logprobs": [token(e) for e in top[:n]]}], "refusal": None}
-
-
-def parse_chat_logprobs(obj: Mapping[str, Any]) -> int | None:
-    """How many alternatives the chat body asks for: None without ``logprobs``, else ``top_logprobs`` (0-20)."""
-    want = obj.get("logprobs")
-    if want is None or want is False:
-        return None
-    if want is not True:
-        raise HTTPProblem(422, f"'logprobs' must be true or false, found {type_name(want)}")
-    n = obj.get("top_logprobs", 0)
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 20:
-        raise HTTPProblem(422, f"'top_logprobs' must be an integer from 0 to 20, found {n!r}")
-    return n
 
 
 def stream_chunks(completion: Mapping[str, Any], *, include_usage: bool) -> Iterator[str]:

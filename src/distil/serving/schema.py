@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from distil.serving.dialects import HFOptions
+#: ``function_to_apply`` values that leave a student's calibrated probabilities as they are.
+_SOFTMAX_LIKE = (None, "softmax")
 
 
 class HTTPProblem(Exception):
@@ -92,11 +94,37 @@ def _check_text(value: Any, where: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class HFOptions:
+    """The ``parameters`` of a Hugging Face text-classification request."""
+
+    top_k: int | None = None
+
+
+def parse_hf_parameters(value: Any) -> HFOptions:
+    """``{"top_k": int, "function_to_apply": "softmax"}`` (both optional); anything else is a 422."""
+    if value is None:
+        return HFOptions()
+    if not isinstance(value, dict):
+        raise HTTPProblem(422, f"'parameters' must be an object like {{\"top_k\": 3}}, found {type_name(value)}")
+    unknown = sorted(set(value) - {"top_k", "function_to_apply"})
+    if unknown:
+        raise HTTPProblem(422, f"unknown parameter(s) {unknown}; text classification takes top_k and function_to_apply")
+    top_k = value.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise HTTPProblem(422, f"'parameters.top_k' must be an integer >= 1, found {top_k!r}")
+    fn = value.get("function_to_apply")
+    if fn not in _SOFTMAX_LIKE:
+        raise HTTPProblem(
+            422, f"'parameters.function_to_apply' {fn!r} is not supported: the student's scores are calibrated "
+            "softmax probabilities; send \"softmax\" or leave it out",
+        )
+    return HFOptions(top_k=top_k)
+
+
 def parse_classify(obj: Any, max_inputs: int) -> tuple[list[str], HFOptions | None]:
     """The texts of a ``/v1/classify`` body, ``{"inputs": "text" | ["text", ...]}`` (at most ``max_inputs``),
     and the Hugging Face options when the body carries ``parameters`` (the HF Inference shape), else None."""
-    from distil.serving.dialects import parse_hf_parameters
-
     if not isinstance(obj, dict):
         raise HTTPProblem(
             422, f'expected a JSON object like {{"inputs": ["text", ...]}}, found {type_name(obj)}'
@@ -158,8 +186,6 @@ class ChatRequest:
 
 def _check_chat_options(obj: dict[str, Any]) -> dict[str, Any]:
     """Refuse what a classifier cannot do (several answers); the ``model``, ``stream`` and ``logprobs`` asked."""
-    from distil.serving.dialects import parse_chat_logprobs
-
     n = obj.get("n", 1)
     if n != 1:
         raise HTTPProblem(400, f"n={n!r} is not supported; a classifier gives one answer (n=1)")
@@ -188,6 +214,19 @@ def _last_user_text(messages: Any) -> str:
                 raise HTTPProblem(422, f"messages[{i}] has no 'content'")
             return _message_text(m["content"], f"messages[{i}].content")
     raise HTTPProblem(422, "no message with role 'user'; the last user message is the text to classify")
+
+
+def parse_chat_logprobs(obj: Mapping[str, Any]) -> int | None:
+    """How many alternatives the chat body asks for: None without ``logprobs``, else ``top_logprobs`` (0-20)."""
+    want = obj.get("logprobs")
+    if want is None or want is False:
+        return None
+    if want is not True:
+        raise HTTPProblem(422, f"'logprobs' must be true or false, found {type_name(want)}")
+    n = obj.get("top_logprobs", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 20:
+        raise HTTPProblem(422, f"'top_logprobs' must be an integer from 0 to 20, found {n!r}")
+    return n
 
 
 def parse_chat(obj: Any) -> ChatRequest:

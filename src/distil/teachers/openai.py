@@ -134,6 +134,7 @@ from distil.teachers.base import (
     parse_retry_after,
     retry_call,
 )
+from distil.teachers.ollama import chat_url, from_ollama, to_ollama
 from distil.teachers.ratelimit import TokenBucket
 from distil.teachers.reply import Choice, MalformedReply, Reply, parse_reply
 from distil.teachers.stream import stream_answers
@@ -363,7 +364,7 @@ class OpenAITeacher(Teacher):
         super().__init__(task.label_names)
         self.spec = spec
         self.task = task
-        self.url = spec.base_url.rstrip("/") + "/chat/completions"
+        self.url = chat_url(spec.base_url) if spec.api == "ollama" else spec.base_url.rstrip("/") + "/chat/completions"
         #: What the teacher answers for each label (the names, or short keys: ``label_keys``), in label order.
         self.answers = answer_keys(self.labels, spec.label_keys)
         self.system_prompt = build_system_prompt(task, self.answers)
@@ -442,6 +443,8 @@ class OpenAITeacher(Teacher):
             out["extra_body"] = s.extra_body
         if self.answers != self.labels:
             out["label_keys"] = s.label_keys
+        if s.api != "openai":
+            out["api"] = s.api
         return out
 
     def _reasoning_family(self) -> bool:
@@ -532,9 +535,10 @@ class OpenAITeacher(Teacher):
 
     def _post_once(self, payload: dict[str, Any], st: _Attempts) -> Reply:
         """One HTTP attempt: the checked reply, or RetryableError / _HTTPFailure / MalformedReply / TeacherError."""
-        resp = self._http_post(payload, st.timeout(self.spec.timeout_s))
+        ollama = self.spec.api == "ollama"
+        resp = self._http_post(to_ollama(payload) if ollama else payload, st.timeout(self.spec.timeout_s))
         if 200 <= resp.status_code < 300:
-            return parse_reply(resp.text)
+            return parse_reply(from_ollama(resp.text) if ollama else resp.text)
         self._raise_for_status(resp, st.probe_5xx)
 
     def _http_post(self, payload: dict[str, Any], timeout: float) -> httpx.Response:
