@@ -99,3 +99,49 @@ def test_bad_requests_are_one_clear_line(artifact: Path, tmp_path: Path, extra: 
     for n in needles:
         assert n in said, said
     assert not list(tmp_path.glob("pred*"))
+
+
+def _write_input(path: Path, rows: list[dict[str, object]]) -> Path:
+    if path.suffix == ".csv":
+        return _csv(path, rows)  # type: ignore[arg-type]
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        return path
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("suffix_in", [".csv", ".parquet", ".jsonl"])
+@pytest.mark.parametrize("suffix_out", [".csv", ".parquet", ".jsonl"])
+def test_streamed_in_small_chunks_the_output_is_the_same_row_for_row(
+    artifact: Path, tmp_path: Path, suffix_in: str, suffix_out: str
+) -> None:
+    from distil.predictions import predict_file
+
+    texts = ["my card has not arrived yet", "what is the exchange rate today", "", "I lost my card", "   "]
+    rows = [{"ticket_id": f"T{i}", "text": texts[i % len(texts)]} for i in range(53)]  # repeats across chunks
+    src = _write_input(tmp_path / f"in{suffix_in}", rows)  # type: ignore[arg-type]
+    whole = predict_file(artifact, src, tmp_path / f"whole{suffix_out}", probs=True)
+    seen: list[int] = []
+    parts = predict_file(artifact, src, tmp_path / f"parts{suffix_out}", probs=True, chunk_rows=7,
+                         progress=seen.append)
+    assert _read(tmp_path / f"whole{suffix_out}") == _read(tmp_path / f"parts{suffix_out}")
+    assert seen == [7, 14, 21, 28, 35, 42, 49, 53]
+    assert parts.rows == whole.rows == 53 and parts.skipped == whole.skipped == 21
+    # rows with no text are reported by their row numbers in the file, whatever the chunk
+    assert parts.report.empty == whole.report.empty == [i + 1 for i in range(53) if i % 5 in (2, 4)]
+
+
+def test_a_bad_row_late_in_a_streamed_file_names_it_and_writes_nothing(artifact: Path, tmp_path: Path) -> None:
+    from distil.errors import DataError
+    from distil.predictions import predict_file
+
+    good = "".join(f"T{i},my card has not arrived yet\n" for i in range(40))
+    src = tmp_path / "in.csv"
+    src.write_text("ticket_id,text\n" + good + 'T40,"an unclosed quote\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"row 41 \(line 42\): a quoted field is never closed"):
+        predict_file(artifact, src, tmp_path / "out.csv", chunk_rows=8)
+    assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob(".out.csv*"))

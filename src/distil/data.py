@@ -19,7 +19,6 @@ import contextlib
 import csv
 import glob
 import hashlib
-import io
 import json
 import os
 import re
@@ -147,6 +146,7 @@ class Table:
     path: Path
     columns: list[str]
     rows: list[dict[str, Any]]
+    first_row: int = 1  # the file's data row number of ``rows[0]`` (a chunk of a file streamed in parts)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -236,24 +236,59 @@ def read_table(path: str | Path) -> Table:
 
 
 def _read_table(p: Path) -> Table:
+    chunks = list(_iter_chunks(p, None))
+    rows = [r for c in chunks for r in c.rows] if len(chunks) > 1 else chunks[0].rows
+    return Table(p, chunks[0].columns, rows)
+
+
+#: Rows per chunk when an input file is streamed (:func:`iter_table_chunks`).
+CHUNK_ROWS = 50_000
+
+
+def iter_table_chunks(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Table]:
+    """An input file in chunks of up to ``chunk_rows`` data rows (``first_row`` numbers each chunk's first
+    row), read by the same rules and with the same errors as :func:`read_table`, never whole in memory
+    (a saved Hugging Face dataset comes as one chunk)."""
+    p = Path(path)
+    try:
+        yield from _iter_chunks(p, chunk_rows)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(p)
+        raise storage_error(exc, "read the input file") from None
+
+
+def _iter_chunks(p: Path, chunk_rows: int | None) -> Iterator[Table]:
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     fmt = detect_format(p)
     if fmt != "hf" and p.stat().st_size == 0:
         raise DataError(f"{p}: the file is empty", hint="expected a header row and at least one data row")
     if fmt == "csv":
-        table = _read_csv(p)
+        chunks = _csv_chunks(p, chunk_rows)
     elif fmt == "jsonl":
-        table = _read_jsonl(p)
+        chunks = _jsonl_chunks(p, chunk_rows)
     elif fmt == "parquet":
         with p.open("rb"):  # unreadable → StorageError, not "not a Parquet file"
             pass
-        table = _read_parquet(p)
+        chunks = _parquet_chunks(p, chunk_rows)
     else:
-        table = _read_hf(p)
-    if not table.rows:
-        raise DataError(f"{p}: no data rows (found only {'a header' if table.columns else 'nothing'})")
-    return table
+        chunks = iter([_read_hf(p)])
+    seen_rows, last = False, None
+    for chunk in chunks:
+        last = chunk
+        if chunk.rows:
+            seen_rows = True
+            yield chunk
+    if not seen_rows:
+        found = "a header" if last is not None and last.columns else "nothing"
+        raise DataError(f"{p}: no data rows (found only {found})")
+
+
+def _check_text_file(p: Path) -> None:
+    with p.open("rb") as fh:
+        if b"\x00" in fh.read(8192):
+            raise DataError(f"{p}: looks like a binary file (NUL bytes), not text", hint="expected UTF-8 CSV/JSONL")
 
 
 def _decode(p: Path) -> str:
@@ -271,34 +306,46 @@ def _decode(p: Path) -> str:
         ) from None
 
 
-def _read_csv(p: Path) -> Table:
+def _csv_chunks(p: Path, chunk_rows: int | None) -> Iterator[Table]:
     """A CSV/TSV file read strictly: an unterminated quote is an error naming the line it starts on."""
-    text = _decode(p)
+    _check_text_file(p)
+    try:
+        yield from _csv_records(p, chunk_rows)
+    except UnicodeDecodeError:
+        _decode(p)  # raises the error naming the line and column
+        raise
+
+
+def _csv_records(p: Path, chunk_rows: int | None) -> Iterator[Table]:
     delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise DataError(f"{p}: the file is empty") from None
-    except csv.Error as exc:
-        raise DataError(f"{p}: header row is not valid CSV ({exc})") from None
-    header = [h.strip() for h in header]
-    rows: list[dict[str, Any]] = []
-    row_no, start = 0, reader.line_num + 1
-    try:
-        for row_no, rec in enumerate(reader, start=1):
-            if rec and len(rec) != len(header):
-                raise DataError(
-                    f"{p}, row {row_no} (line {start}): expected {len(header)} fields as in the header, "
-                    f"found {len(rec)}",
-                    hint="quote fields that contain the delimiter",
-                )
-            if rec:
-                rows.append(dict(zip(header, rec, strict=True)))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise _csv_error(p, row_no + 1, start, reader.line_num, exc) from None
-    return Table(p, header, rows)
+    with p.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter, strict=True)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError(f"{p}: the file is empty") from None
+        except csv.Error as exc:
+            raise DataError(f"{p}: header row is not valid CSV ({exc})") from None
+        header = [h.strip() for h in header]
+        rows: list[dict[str, Any]] = []
+        row_no, start, first = 0, reader.line_num + 1, 1
+        try:
+            for row_no, rec in enumerate(reader, start=1):
+                if rec and len(rec) != len(header):
+                    raise DataError(
+                        f"{p}, row {row_no} (line {start}): expected {len(header)} fields as in the header, "
+                        f"found {len(rec)}",
+                        hint="quote fields that contain the delimiter",
+                    )
+                if rec:
+                    rows.append(dict(zip(header, rec, strict=True)))
+                start = reader.line_num + 1
+                if chunk_rows is not None and len(rows) >= chunk_rows:
+                    yield Table(p, header, rows, first)
+                    first, rows = first + len(rows), []
+        except csv.Error as exc:
+            raise _csv_error(p, row_no + 1, start, reader.line_num, exc) from None
+    yield Table(p, header, rows, first)
 
 
 def _csv_error(p: Path, row_no: int, start: int, line: int, exc: csv.Error) -> DataError:
@@ -320,22 +367,51 @@ def _csv_error(p: Path, row_no: int, start: int, line: int, exc: csv.Error) -> D
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-def _read_jsonl(p: Path) -> Table:
+def _jsonl_chunks(p: Path, chunk_rows: int | None) -> Iterator[Table]:
     """One JSON object per line; lines end at ``\\n`` only (``\\r\\n`` and blank lines are fine).
 
     Not ``str.splitlines()``: it also splits at U+2028, U+2029, U+0085 and other characters that
-    JSON allows unescaped inside strings (and that :func:`write_labeled` writes as they are).
+    JSON allows unescaped inside strings (and that :func:`write_labeled` writes as they are).  Streamed
+    (``chunk_rows``), the file is read twice: once for the union of its keys (every chunk has all the
+    columns), once for the rows.
     """
-    text = _decode(p)
-    rows: list[dict[str, Any]] = []
-    columns: dict[str, None] = {}
-    for i, line in enumerate(text.split("\n"), start=1):
-        if not line.strip(" \t\r"):
-            continue
-        obj = _json_line(p, i, line)
-        rows.append(obj)
-        columns.update(dict.fromkeys(obj))
-    return Table(p, list(columns), rows)
+    _check_text_file(p)
+    try:
+        if chunk_rows is None:
+            rows = [obj for _, obj in _json_objects(p)]
+            columns: dict[str, None] = {}
+            for obj in rows:
+                columns.update(dict.fromkeys(obj))
+            yield Table(p, list(columns), rows)
+            return
+        keys: dict[str, None] = {}
+        for _, obj in _json_objects(p):
+            keys.update(dict.fromkeys(obj))
+        chunk: list[dict[str, Any]] = []
+        first = 1
+        for _, obj in _json_objects(p):
+            chunk.append(obj)
+            if len(chunk) >= chunk_rows:
+                yield Table(p, list(keys), chunk, first)
+                first, chunk = first + len(chunk), []
+        yield Table(p, list(keys), chunk, first)
+    except UnicodeDecodeError:
+        _decode(p)  # raises the error naming the line and column
+        raise
+
+
+def _read_jsonl(p: Path) -> Table:
+    """A whole JSONL file as one table (see :func:`_jsonl_chunks`)."""
+    return next(_jsonl_chunks(p, None))
+
+
+def _json_objects(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line."""
+    with p.open(encoding="utf-8-sig", newline="\n") as fh:
+        for i, line in enumerate(fh, start=1):
+            body = line.removesuffix("\n")
+            if body.strip(" \t\r"):
+                yield i, _json_line(p, i, body)
 
 
 def _json_line(p: Path, i: int, line: str) -> dict[str, Any]:
@@ -390,14 +466,26 @@ def _lone_surrogate(obj: Any) -> str | None:
     return None
 
 
-def _read_parquet(p: Path) -> Table:
+def _parquet_chunks(p: Path, chunk_rows: int | None) -> Iterator[Table]:
     import pyarrow.parquet as pq
 
     try:
-        t = pq.read_table(p)
+        if chunk_rows is None:
+            t = pq.read_table(p)
+            yield Table(p, list(t.column_names), t.to_pylist())
+            return
+        f = pq.ParquetFile(p)
+        names, first, sent = list(f.schema_arrow.names), 1, False
+        for batch in f.iter_batches(batch_size=chunk_rows):
+            rows = batch.to_pylist()
+            yield Table(p, names, rows, first)
+            first, sent = first + len(rows), True
+        if not sent:
+            yield Table(p, names, [], 1)
+    except DataError:
+        raise
     except Exception as exc:  # pyarrow raises several types for broken files
         raise DataError(f"{p}: not a readable Parquet file ({exc})") from None
-    return Table(p, list(t.column_names), t.to_pylist())
 
 
 def _read_hf(p: Path) -> Table:
@@ -432,18 +520,21 @@ def require_columns(table: Table, columns: Sequence[str], *, what: str = "input"
         )
 
 
-def extract_texts(table: Table, fields: Sequence[str], render: Any) -> tuple[list[str], list[int], InputReport]:
+def extract_texts(
+    table: Table, fields: Sequence[str], render: Any, *, require_text: bool = True
+) -> tuple[list[str], list[int], InputReport]:
     """Texts for the given fields, rendered by ``render(row_dict) -> str``.
 
     Returns (unique texts in first-seen order, row index → unique position or -1, report).
-    Empty and non-text rows map to -1 and are listed in the report.
+    Empty and non-text rows map to -1 and are listed in the report (by the file's row numbers:
+    ``table.first_row`` onwards).  ``require_text``: a table without any usable text is an error.
     """
     require_columns(table, fields)
     report = InputReport(total=len(table.rows))
     seen: dict[str, int] = {}
     uniques: list[str] = []
     mapping: list[int] = []
-    for i, row in enumerate(table.rows, start=1):
+    for i, row in enumerate(table.rows, start=table.first_row):
         values: dict[str, str] = {}
         bad = False
         for f in fields:
@@ -471,7 +562,7 @@ def extract_texts(table: Table, fields: Sequence[str], render: Any) -> tuple[lis
             report.duplicates += 1
         mapping.append(pos)
     report.used = len(uniques)
-    if not uniques:
+    if not uniques and require_text:
         raise DataError(
             f"{table.path}: every row is empty or not text in column(s) {list(fields)} "
             f"({len(report.empty)} empty, {len(report.non_text)} not text)"
@@ -532,7 +623,7 @@ def read_inputs(
     ``require_gold`` makes a file without any gold label an error.
     """
     table = read_table(path)
-    fields, render = _text_rule(spec, text_column)
+    fields, render = text_rule(spec, text_column)
     texts, rows, report = extract_texts(table, fields, render)
     gold: list[str | None] = [None] * len(rows)
     if label_column is not None:
@@ -545,8 +636,9 @@ def read_inputs(
     return Inputs(table.path, texts, rows, gold, list(fields), report, table)
 
 
-def _text_rule(spec: Any, text_column: str | None) -> tuple[list[str], Any]:
-    """The fields and the render function for one row: the task's rule, or one named column."""
+def text_rule(spec: Any, text_column: str | None) -> tuple[list[str], Any]:
+    """The fields and the render function for one row: the task's rule (an ``[input]`` spec), or one named
+    column cut to the rule's ``max_chars``."""
     if text_column is None:
         return list(spec.fields), spec.render
     max_chars = int(spec.max_chars)

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from distil.cli.display import ConsoleReporter, console, out, print_verdict
-from distil.cli.inputs import load_task, read_artifact_inputs, read_artifact_texts
+from distil.cli.display import ConsoleReporter, console, out, print_verdict, row_progress
+from distil.cli.inputs import load_task, read_artifact_texts
 from distil.errors import ConfigError
 
 
@@ -124,23 +124,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Label new inputs with a trained student (no teacher): one output row per input row, its columns kept."""
-    import sys
+    """Label new inputs with a trained student (no teacher): one output row per input row, its columns kept.
 
-    from distil.artifact import predict
-    from distil.predictions import jsonl_text, output_format, prediction_rows, write_predictions
+    The file is streamed in chunks (any size); with ``--out``, a progress line counts the rows.
+    """
+    from distil.predictions import output_format, predict_file
 
     if args.out:
         output_format(args.out)  # a bad suffix is refused before anything is read or predicted
-    got = read_artifact_inputs(args.artifact, args.inputs, args.text_column)
-    console.print(f"[bold]{args.inputs}[/]: {got.report.summary()}")
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-    names, rows = prediction_rows(got.table, got, predict(Path(args.artifact), got.texts), columns=columns,
-                                  probs=args.probs)
-    if args.out:
-        console.print(f"predictions ({len(rows)} rows, {', '.join(names)}): {write_predictions(args.out, names, rows)}")
-    else:
-        sys.stdout.write(jsonl_text(rows))
+    with row_progress(f"predicting {args.inputs}", enabled=bool(args.out)) as progress:
+        res = predict_file(args.artifact, args.inputs, args.out, text_column=args.text_column, columns=columns,
+                           probs=args.probs, progress=progress)
+    console.print(f"[bold]{args.inputs}[/]: {res.report.summary()}")
+    if res.out is not None:
+        console.print(f"predictions ({res.rows} rows, {', '.join(res.columns)}): {res.out}")
     return 0
 
 

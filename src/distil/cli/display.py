@@ -10,6 +10,8 @@ the ``distil.progress`` logger (shown here by :class:`ProgressHandler`) and hand
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +61,21 @@ class LabelDisplay:
         """Stop the bar (if it ever started)."""
         if self.task_id is not None:
             self.progress.stop()
+
+
+@contextmanager
+def row_progress(title: str, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A spinner with a running row count on stderr (for work whose total is not known up front)."""
+    if not enabled:
+        yield lambda _rows: None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(SpinnerColumn(), TextColumn(escape(title) + " · {task.fields[rows]} rows"), TimeElapsedColumn(),
+                   console=console, transient=True)
+    task = bar.add_task(title, total=None, rows=0)
+    with bar:
+        yield lambda rows: bar.update(task, rows=rows)
 
 
 class ConsoleReporter:
