@@ -242,7 +242,7 @@ def _read_table(p: Path) -> Table:
 
 
 #: Rows per chunk when an input file is streamed (:func:`iter_table_chunks`).
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 10_000
 
 
 def iter_table_chunks(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Table]:
