@@ -63,6 +63,7 @@ class StandIn:
         self.cached_price = cached_price
         self.payloads: list[dict[str, Any]] = []
         self.headers_seen: list[dict[str, str]] = []
+        self.paths: list[str] = []  # the request path (and query) of every request
         self.poison = dict(poison or {})
         self.labels = labels or LABELS
         self.lock = threading.Lock()
@@ -197,6 +198,7 @@ class StandIn:
                 with standin.lock:
                     standin.payloads.append(payload)
                     standin.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
+                    standin.paths.append(self.path)
                     standin.requests += 1
                     standin.by_text[str(payload["messages"][-1]["content"])] += 1
                     standin.in_flight += 1

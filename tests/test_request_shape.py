@@ -204,3 +204,23 @@ def test_price_tables_take_a_cached_input_price() -> None:
     assert DEFAULT_PRICES["claude-sonnet-4"].tokens_cost(1000, 0, cached=1000) == pytest.approx(3.0 / 1000)
     with pytest.raises(ConfigError, match="negative"):
         load_prices({"m": {"in_per_1m": 1.0, "out_per_1m": 2.0, "cached_in_per_1m": -1}})
+
+
+def test_azure_openai_gets_its_deployment_url_api_version_and_api_key_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distil.errors import ConfigError
+
+    monkeypatch.setenv("DISTIL_AZURE_KEY", "azure-secret")
+    with StandIn() as s:
+        root = s.base_url.removesuffix("/v1")
+        task = Task.load(openai_task(tmp_path, root, api="azure", azure_deployment="gpt-4o prod",
+                                     api_version="2024-10-21", api_key_env="DISTIL_AZURE_KEY"))
+        res = label(task, [f"azure {i}: card" for i in range(5)])
+    assert res.stats.done == 5
+    assert set(s.paths) == {"/openai/deployments/gpt-4o%20prod/chat/completions?api-version=2024-10-21"}
+    assert all(h.get("api-key") == "azure-secret" and "authorization" not in h for h in s.headers_seen)
+    with pytest.raises(ConfigError, match="azure_deployment"):
+        _task(tmp_path / "bad", s, api="azure")
+    with pytest.raises(ConfigError, match='api = "azure" only'):
+        _task(tmp_path / "bad2", s, api_version="2024-10-21")

@@ -213,10 +213,12 @@ def _check_via(via: str, teacher: Teacher) -> None:
     """``via`` is ``sync`` or ``batch``, and a batch needs an ``openai`` teacher."""
     if via not in ("sync", "batch"):
         raise ConfigError(f"--via must be sync or batch, found {via!r}")
-    if via == "batch" and (teacher.kind != "openai" or getattr(getattr(teacher, "spec", None), "api", "") == "ollama"):
+    api = getattr(getattr(teacher, "spec", None), "api", "openai")
+    if via == "batch" and (teacher.kind != "openai" or api != "openai"):
         raise ConfigError(
-            f"--via batch sends the inputs through an OpenAI-compatible Batch API; {teacher.describe()} is a "
-            f"{teacher.kind} teacher", hint="leave --via out for this teacher",
+            f"--via batch sends the inputs through OpenAI's Batch API endpoints; {teacher.describe()} is a "
+            f"{teacher.kind} teacher" + (f" with api = {api!r}" if teacher.kind == "openai" else ""),
+            hint="leave --via out for this teacher",
         )
 
 

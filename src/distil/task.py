@@ -91,7 +91,11 @@ class OpenAITeacherSpec(_Strict):
     label_keys: Literal["names", "letters", "numbers", "auto"] = "names"
     # "ollama": Ollama's native /api/chat (logprobs, JSON-schema format) instead of /chat/completions;
     # base_url is then the server's root, e.g. http://127.0.0.1:11434.
-    api: Literal["openai", "ollama"] = "openai"
+    # "azure": Azure OpenAI: base_url is the resource endpoint (https://NAME.openai.azure.com), requests go to
+    # /openai/deployments/{azure_deployment}/chat/completions?api-version={api_version} with an api-key header.
+    api: Literal["openai", "ollama", "azure"] = "openai"
+    azure_deployment: str | None = Field(default=None, min_length=1)
+    api_version: str | None = Field(default=None, min_length=1)
     concurrency: int = Field(default=4, ge=1, le=256)
     requests_per_minute: float | None = Field(default=None, gt=0)
     tokens_per_minute: float | None = Field(default=None, gt=0)
@@ -113,6 +117,15 @@ class OpenAITeacherSpec(_Strict):
     extra_body: dict[str, Any] = Field(default_factory=dict)
     # Sent with every request (besides Content-Type and Authorization); not part of the journal key.
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _azure_complete(self) -> OpenAITeacherSpec:
+        if self.api == "azure" and (self.azure_deployment is None or self.api_version is None):
+            raise ValueError('api = "azure" needs azure_deployment (the deployment name) and api_version '
+                             '(e.g. "2024-10-21") in [teacher]')
+        if self.api != "azure" and (self.azure_deployment is not None or self.api_version is not None):
+            raise ValueError('azure_deployment and api_version apply with api = "azure" only')
+        return self
 
     @field_validator("base_url")
     @classmethod

@@ -115,7 +115,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
-from urllib.parse import urlparse
+from urllib.parse import quote, urlencode, urlparse
 
 import httpx
 
@@ -294,6 +294,18 @@ def _norm(text: str) -> str:
     return text.removesuffix(".").strip().casefold()
 
 
+def chat_endpoint(spec: OpenAITeacherSpec) -> str:
+    """Where chat requests go: ``/chat/completions`` under ``base_url``, Ollama's ``/api/chat``, or Azure
+    OpenAI's deployment URL with its ``api-version``."""
+    base = spec.base_url.rstrip("/")
+    if spec.api == "ollama":
+        return chat_url(base)
+    if spec.api == "azure":
+        return f"{base}/openai/deployments/{quote(spec.azure_deployment or '', safe='')}/chat/completions?" + \
+            urlencode({"api-version": spec.api_version})
+    return base + "/chat/completions"
+
+
 def answer_keys(labels: Sequence[str], mode: str) -> list[str]:
     """What the teacher answers for each label: the name itself, or a short key (``A``…, ``1``…)."""
     if mode == "auto":
@@ -364,7 +376,7 @@ class OpenAITeacher(Teacher):
         super().__init__(task.label_names)
         self.spec = spec
         self.task = task
-        self.url = chat_url(spec.base_url) if spec.api == "ollama" else spec.base_url.rstrip("/") + "/chat/completions"
+        self.url = chat_endpoint(spec)
         #: What the teacher answers for each label (the names, or short keys: ``label_keys``), in label order.
         self.answers = answer_keys(self.labels, spec.label_keys)
         self.system_prompt = build_system_prompt(task, self.answers)
@@ -387,7 +399,9 @@ class OpenAITeacher(Teacher):
         headers = {**spec.headers, "Content-Type": "application/json"}
         key = os.environ.get(spec.api_key_env)
         self._has_key = bool(key)
-        if key:
+        if key and spec.api == "azure":
+            headers["api-key"] = key  # Azure OpenAI's key header
+        elif key:
             headers["Authorization"] = f"Bearer {key}"
         conns = max(spec.concurrency, 1)
         self._client = httpx.Client(
@@ -445,6 +459,8 @@ class OpenAITeacher(Teacher):
             out["label_keys"] = s.label_keys
         if s.api != "openai":
             out["api"] = s.api
+        if s.azure_deployment is not None:
+            out["azure_deployment"] = s.azure_deployment
         return out
 
     def _reasoning_family(self) -> bool:
