@@ -55,7 +55,8 @@ def main() -> None:
             cached = shared if shared >= CACHE_MIN_TOKENS else 0
             cache = statistics.mean(price.tokens_cost(n, spec["max_tokens"], cached) for n in per) * 1000
             note = "" if cached else " (prefix < 1,024: no cache)"
-            print(f"| {model} | {keys}{' + 2 examples/label' if shots else ''} | {shared} | {chat:.4f} | {chat * BATCH_DISCOUNT:.4f} | {cache:.4f}{note} |")
+            how = keys + (" + 2 examples/label" if shots else "")
+            print(f"| {model} | {how} | {shared} | {chat:.4f} | {chat * BATCH_DISCOUNT:.4f} | {cache:.4f}{note} |")
             teacher.close()
 
 
