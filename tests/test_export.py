@@ -63,3 +63,34 @@ def test_export_leaves_out_the_texts_and_the_guard_and_says_what_is_lost(
     assert whole.returncode == 0 and (tmp_path / "whole" / "heldout.parquet").exists()
     again = _distil("export", str(art), "--out", str(ship), cwd=tmp_path)
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_distil_load_reads_a_folder_or_a_hub_id_from_the_local_cache_offline(
+    banking_artifact: tuple[Path, Path, list[str], list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Hub's cache layout (models--owner--name/refs/main → snapshots/<commit>/), as huggingface_hub
+    documents it, filled with an exported artifact; HF_HUB_OFFLINE=1, so nothing is fetched."""
+    import distil
+    from distil.errors import ArtifactError
+
+    src, _, _, test = banking_artifact
+    cache = tmp_path / "hub"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--acme--tickets-router"
+    shutil.copytree(src, repo / "snapshots" / commit, ignore=shutil.ignore_patterns(".*"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    from_hub = distil.load("acme/tickets-router")
+    from_folder = distil.load(src)
+    assert from_hub.path == repo / "snapshots" / commit and from_hub.labels == from_folder.labels
+    assert np.array_equal(from_hub.student().predict_proba(test[:20]), from_folder.student().predict_proba(test[:20]))
+    with pytest.raises(ArtifactError, match="not in the local Hugging Face cache"):
+        distil.load("acme/not-downloaded")
+    with pytest.raises(ArtifactError, match="not an artifact folder"):
+        distil.load(tmp_path / "no" / "such" / "folder")

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 __all__ = ["Task", "__version__", "evaluate", "label", "labeled_set", "load", "train"]
 
 if TYPE_CHECKING:
-    from distil.artifact import load_artifact as load
+    from distil.artifact import load
     from distil.evaluate import evaluate
     from distil.label import label, labeled_set
     from distil.task import Task
@@ -26,7 +26,7 @@ _LAZY = {
     "labeled_set": ("distil.label", "labeled_set"),
     "train": ("distil.train", "train"),
     "evaluate": ("distil.evaluate", "evaluate"),
-    "load": ("distil.artifact", "load_artifact"),
+    "load": ("distil.artifact", "load"),
 }
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -241,6 +242,35 @@ def load_artifact(path: str | Path) -> Artifact:
             hint="the artifact is incomplete; run `distil train` again",
         )
     return Artifact(path=root, config=config, labels=labels, chosen=chosen, ladder=ladder)
+
+
+#: A Hugging Face Hub model id: ``owner/name`` (letters, digits, ``-``, ``_``, ``.``).
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+
+
+def load(source: str | Path, *, revision: str | None = None) -> Artifact:
+    """An artifact from a folder, or from the Hugging Face Hub by its id (``owner/name``) through
+    ``huggingface_hub.snapshot_download`` (the local cache first; offline with ``HF_HUB_OFFLINE=1``).
+
+    A folder that exists wins over a Hub id of the same spelling.
+    """
+    path = Path(source)
+    if path.is_dir() or not _HUB_ID.fullmatch(str(source)):
+        return load_artifact(path)
+    from distil.errors import require
+
+    hub: Any = require("huggingface_hub", "hub")
+    try:
+        folder = hub.snapshot_download(repo_id=str(source), revision=revision)
+    except hub.errors.LocalEntryNotFoundError:
+        raise ArtifactError(
+            f"{source}: not a folder, and not in the local Hugging Face cache (the Hub is offline or unreachable)",
+            hint="download it once online (unset HF_HUB_OFFLINE), or pass the artifact's folder",
+        ) from None
+    except (hub.errors.RepositoryNotFoundError, hub.errors.RevisionNotFoundError) as exc:
+        raise ArtifactError(f"{source}: no such model on the Hugging Face Hub ({type(exc).__name__})",
+                            hint="check the id and revision, and that your token may read it") from None
+    return load_artifact(folder)
 
 
 def predict(
