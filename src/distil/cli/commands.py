@@ -181,18 +181,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the student with the teacher behind it."""
-    from distil.serving.app import check_exposure, create_app, describe_server, run_app
+    from distil.serving import serve
 
-    token = _token(args.token_env)
-    check_exposure(args.host, token)
-    app = create_app(
-        Path(args.artifact), task=load_task(args.task) if args.task else None,
+    serve(
+        Path(args.artifact), task=load_task(args.task) if args.task else None, host=args.host, port=args.port,
         target_agreement=args.target_agreement, threshold=args.threshold, level=args.level,
-        token=token, max_wait_ms=args.max_wait_ms,
+        token=_token(args.token_env), max_wait_ms=args.max_wait_ms, announce=out.print,
     )
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    out.print(describe_server(app.state.distil, f"http://{host}:{args.port}"))
-    run_app(app, host=args.host, port=args.port)
     return 0
 
 

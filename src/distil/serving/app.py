@@ -263,10 +263,12 @@ def serve(
     threshold: float | None = None,
     token: str | None = None,
     log_level: str = "info",
+    announce: Callable[[str], None] | None = None,
     **options: Any,
 ) -> None:
     """Run :func:`create_app` with uvicorn until interrupted (binds 127.0.0.1 unless told otherwise).
 
+    ``announce(text)`` gets :func:`describe_server`'s lines once the app is built (the CLI prints them).
     ``options`` go to :func:`create_app` (``max_batch``, ``max_wait_ms``, ``max_body_bytes``,
     ``max_inputs``, ``teacher_timeout_s``, ``breaker_failures``, ``breaker_cooldown_s``...).
     """
@@ -275,4 +277,7 @@ def serve(
         artifact_dir, task=task, target_agreement=target_agreement, threshold=threshold, token=token,
         **options,
     )
+    if announce is not None:
+        shown = f"[{host}]" if ":" in host else host
+        announce(describe_server(app.state.distil, f"http://{shown}:{port}"))
     run_app(app, host=host, port=port, log_level=log_level)
