@@ -2,9 +2,9 @@
 
 Generates N rows (ticket id + a banking77 text with a row-specific suffix, so no two texts repeat),
 trains a small ngram artifact, then runs each path in its own process and reports wall seconds and
-peak resident memory (ru_maxrss of the child).  The old path is the one `distil predict` took before
-streaming: `read_inputs` (the whole file in Python dicts), one `predict` over every text,
-`prediction_rows` and `write_predictions`.
+peak resident memory (ru_maxrss of the child).  The old path, the one `distil predict` took before
+streaming, is the same code with the whole file as one chunk: every row in Python dicts, one
+prediction over every text, one write.
 
     .venv/bin/python benchmarks/bench_predict_stream.py [--rows 300000]
 """
@@ -26,13 +26,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 OLD = """
 import sys
-from distil.artifact import load_artifact, predict
-from distil.data import read_inputs
-from distil.predictions import prediction_rows, write_predictions
+from distil.predictions import predict_file
 art, src, out = sys.argv[1:4]
-got = read_inputs(src, load_artifact(art).input_spec())
-names, rows = prediction_rows(got.table, got, predict(art, got.texts))
-write_predictions(out, names, rows)
+predict_file(art, src, out, chunk_rows=10**12)
 """
 NEW = """
 import sys

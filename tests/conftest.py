@@ -43,3 +43,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def banking_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str], list[str]]:
+    """A real ngram artifact on a banking77 subset, trained once per session (artifact, task, pool, test)."""
+    import fixtures_serve
+
+    return fixtures_serve.banking_artifact_cached(tmp_path_factory)

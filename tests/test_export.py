@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fixtures_serve as fx
 import numpy as np
 import pytest
 from helpers import write_csv
@@ -23,11 +22,6 @@ def _distil(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent / "src"), str(TESTS)]), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "distil", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=120)
-
-
-@pytest.fixture(scope="session")
-def banking_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str], list[str]]:
-    return fx.banking_artifact_cached(tmp_path_factory)
 
 
 @pytest.mark.slow

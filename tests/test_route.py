@@ -352,11 +352,6 @@ def test_drift_statistics() -> None:
 # a real ngram artifact on a banking77 subset (slow: trains with torch once per session)
 
 
-@pytest.fixture(scope="session")
-def banking_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str], list[str]]:
-    return fx.banking_artifact_cached(tmp_path_factory)
-
-
 @pytest.mark.slow
 def test_fit_router_writes_router_json_and_ood_npz(
     banking_artifact: tuple[Path, Path, list[str], list[str]],

@@ -6,10 +6,8 @@ import asyncio
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -399,31 +397,11 @@ def test_metrics_exposition_is_valid_prometheus_text(router: Router, tmp_path: P
 # a real uvicorn on loopback, and a real ngram artifact (slow)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def live_server(router: Router, tmp_path: Path) -> Iterator[str]:
-    import uvicorn
-
     task = Task.load(fx.write_task(tmp_path / "task", "keyword"))
-    port = _free_port()
-    config = uvicorn.Config(create_app(router, task=task), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with fx.uvicorn_thread(create_app(router, task=task)) as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -445,11 +423,6 @@ def test_real_uvicorn_on_loopback_survives_bad_input_and_concurrency(live_server
         metrics = c.get("/metrics").text
     batches = _metric(metrics, "distil_student_batch_size_count")
     assert batches < len(texts) + 1  # concurrent requests were merged into micro-batches
-
-
-@pytest.fixture(scope="session")
-def banking_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str], list[str]]:
-    return fx.banking_artifact_cached(tmp_path_factory)
 
 
 @pytest.mark.slow

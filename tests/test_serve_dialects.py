@@ -4,8 +4,6 @@ uvicorn), ``/v1/models``, chat ``logprobs`` and ``stream``, and the Prometheus e
 from __future__ import annotations
 
 import math
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 import fixtures_serve as fx
 import pytest
 from fastapi.testclient import TestClient
+from llm_server import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from distil.route import Router
@@ -109,31 +108,11 @@ def test_prometheus_exposition_follows_the_conventions(router: Router, tmp_path:
 TOKEN = "a-long-random-serving-token"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def live_server(router: Router, tmp_path: Path) -> Iterator[str]:
-    import uvicorn
-
     task = Task.load(fx.write_task(tmp_path / "task", "keyword"))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(router, task=task, token=TOKEN), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with fx.uvicorn_thread(create_app(router, task=task, token=TOKEN)) as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -155,11 +134,6 @@ def test_huggingface_hub_inference_client_reads_the_answers(
         assert sum(e.score for e in full) == pytest.approx(1.0, abs=1e-6)
 
 
-@pytest.fixture(scope="session")
-def banking_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str], list[str]]:
-    return fx.banking_artifact_cached(tmp_path_factory)
-
-
 @pytest.mark.slow
 def test_distil_serve_says_how_it_routes_at_start(
     banking_artifact: tuple[Path, Path, list[str], list[str]], tmp_path: Path
@@ -174,7 +148,7 @@ def test_distil_serve_says_how_it_routes_at_start(
 
     art, task_path, pool, test = banking_artifact
     fit_router(art, pool, target_agreement=0.9)
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "distil", "serve", str(art), "--task", str(task_path), "--port", str(port)]
     here = Path(__file__).resolve().parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent / "src"), str(here)])}

@@ -236,9 +236,7 @@ def read_table(path: str | Path) -> Table:
 
 
 def _read_table(p: Path) -> Table:
-    chunks = list(_iter_chunks(p, None))
-    rows = [r for c in chunks for r in c.rows] if len(chunks) > 1 else chunks[0].rows
-    return Table(p, chunks[0].columns, rows)
+    return next(_iter_chunks(p, None))  # unchunked: the whole file is the one chunk (or the "no data rows" error)
 
 
 #: Rows per chunk when an input file is streamed (:func:`iter_table_chunks`).

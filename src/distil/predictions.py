@@ -15,7 +15,6 @@ chunk's unique texts are predicted once.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -101,45 +100,9 @@ def _check_collisions(table: Table, kept: list[str], added: list[str]) -> None:
         )
 
 
-def write_predictions(path: str | Path, names: list[str], rows: list[dict[str, Any]]) -> Path:
-    """Write the rows as CSV, Parquet or JSONL by the suffix of ``path``, atomically."""
-    fmt = output_format(path)
-    target = Path(path)
-    with atomic_path(target, what="predictions") as tmp:
-        if fmt == ".parquet":
-            _write_parquet(tmp, names, rows)
-        elif fmt == ".csv":
-            tmp.write_text(_csv_text(names, rows), encoding="utf-8", errors="backslashreplace", newline="")
-        else:
-            tmp.write_text(jsonl_text(rows), encoding="utf-8", errors="backslashreplace", newline="")
-    return target
-
-
 def jsonl_text(rows: list[dict[str, Any]]) -> str:
     """One JSON object per row and line (values that are not JSON types as their text)."""
     return "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
-
-
-def _csv_text(names: list[str], rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
-def _write_parquet(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    cols = {n: [r.get(n) for r in rows] for n in names}
-    try:
-        table = pa.table(cols)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # an input column of mixed types: keep it as text
-        table = pa.table({n: v if n in OUTPUT_COLUMNS or n.startswith("p_") else
-                          [None if x is None else str(x) for x in v] for n, v in cols.items()})
-    pq.write_table(table, path)
 
 
 @dataclass
@@ -327,4 +290,4 @@ def _arrow_table(names: list[str], rows: list[dict[str, Any]], schema: Any) -> A
     return pa.table(arrays)
 
 
-__all__ = ["PredictSummary", "jsonl_text", "output_format", "predict_file", "prediction_rows", "write_predictions"]
+__all__ = ["PredictSummary", "jsonl_text", "output_format", "predict_file", "prediction_rows"]

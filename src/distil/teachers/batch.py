@@ -225,10 +225,13 @@ class BatchRunner:
         self.journal.update_batch(local, input_file_id=file_id, status="uploaded")
         self._create(local, file_id)
 
-    def _create(self, local: str, file_id: str) -> None:
+    def _create(self, local: str, file_id: str) -> str:
+        """Create the batch and journal its id; the id."""
         created = self.client.create(file_id, local, self.settings.completion_window)
-        self.journal.update_batch(local, remote_id=str(created["id"]), status=str(created.get("status", "validating")))
-        log.info("batch %s sent (%s)", created["id"], local)
+        remote = str(created["id"])
+        self.journal.update_batch(local, remote_id=remote, status=str(created.get("status", "validating")))
+        log.info("batch %s sent (%s)", remote, local)
+        return remote
 
     def collect_open(self, caps: Capabilities, on_answer: OnKeyAnswer, budget: Budget | None = None) -> None:
         """Wait for every open batch of this teacher and journal its answers (recovering lost ids first)."""
@@ -246,13 +249,9 @@ class BatchRunner:
             self.journal.update_batch(batch["id"], remote_id=str(found["id"]), status=str(found.get("status")))
             return str(found["id"])
         if batch["input_file_id"]:  # uploaded, never created: create it now
-            self._create(batch["id"], batch["input_file_id"])
-            return self._remote_of(batch["id"])
+            return self._create(batch["id"], batch["input_file_id"])
         self.journal.update_batch(batch["id"], status="failed", info={"reason": "never uploaded"})
         return None
-
-    def _remote_of(self, local: str) -> str | None:
-        return next((b["remote_id"] for b in self.journal.batches(self.fp) if b["id"] == local), None)
 
     def _wait(self, local: str, remote: str) -> dict[str, Any]:
         """Poll until the batch is final; its status is journaled as it changes."""
