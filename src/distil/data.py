@@ -202,6 +202,36 @@ def detect_format(path: Path) -> str:
     )
 
 
+#: Suffixes a folder of input shards is read for (see :func:`expand_inputs`).
+SHARD_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
+
+
+def expand_inputs(specs: Sequence[str | Path]) -> list[Path]:
+    """The input files ``specs`` name, in order: a file; a folder of shards (its data files, sorted,
+    subfolders included; a folder written by ``datasets``' ``save_to_disk`` is one input); a glob pattern."""
+    out: list[Path] = []
+    for spec in specs:
+        out.extend(_expand_one(str(spec)))
+    return list(dict.fromkeys(out))
+
+
+def _expand_one(spec: str) -> list[Path]:
+    path = Path(spec)
+    if path.is_dir() and not (path / "state.json").exists():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SHARD_SUFFIXES
+                       and not p.name.startswith(("_", ".")))
+        if not found:
+            raise DataError(f"{path}: a folder of inputs, and no {', '.join(SHARD_SUFFIXES)} file is in it",
+                            hint="name the input files, or a folder that holds them")
+        return found
+    if path.exists() or not any(c in spec for c in "*?["):
+        return [path]
+    found = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+    if not found:
+        raise DataError(f"{spec}: no file matches this pattern", hint="check the folder and the pattern")
+    return found
+
+
 def gold_text(value: Any) -> str | None:
     """A gold label cell as the label text, with one rule for every reader.
 

@@ -35,11 +35,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distil.errors import JournalError
 from distil.task import canonical_json
 from distil.teachers.base import Answer
+
+if TYPE_CHECKING:
+    from distil.shards import MergeStats
 
 STATUSES = ("pending", "done", "failed", "invalid")
 
@@ -128,6 +131,17 @@ MIGRATIONS: list[str] = [
         info           TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX batches_teacher ON batches(teacher, status);
+    """,
+    # 6: journal shards merged in (``distil journal merge``, the Ray engine's per-worker journals):
+    # how far each shard has been taken, so merging it again adds nothing twice
+    """
+    CREATE TABLE merges (
+        shard       TEXT PRIMARY KEY,
+        calls_upto  REAL NOT NULL DEFAULT -1,
+        probes_upto INTEGER NOT NULL DEFAULT 0,
+        runs_upto   INTEGER NOT NULL DEFAULT 0,
+        merged_at   REAL NOT NULL
+    );
     """,
 ]
 #: Sources whose answers a student may learn from: labeling runs, active-labeling rounds
@@ -587,6 +601,27 @@ class Journal:
             db.execute(
                 "UPDATE runs SET finished_at=?, info=? WHERE id=?", (time.time(), canonical_json(info), run_id)
             )
+
+    # -- shards --------------------------------------------------------------------
+    def merge(self, shard: str | Path) -> MergeStats:
+        """Take what the journal ``shard`` holds that this one lacks, in one transaction; idempotent.
+
+        An answer (``done``/``invalid``) fills a row this journal has no answer for; a row it has answered
+        keeps its first answer (the shard's is counted in ``duplicates``: paid twice); a failure is kept
+        for its cost; pending rows are not answers and are left.  The shard's probes, runs and uses come
+        along.  ``merges`` records how far the shard was taken, so merging it again adds nothing.
+        """
+        from distil.shards import merge_attached
+
+        path = Path(shard)
+        Journal(path).close()  # a usable journal, at this schema version
+        with self._lock:
+            self._db.execute("ATTACH DATABASE ? AS shard", (str(path),))
+            try:
+                with self._write(f"merging the shard {path}") as db:
+                    return merge_attached(db, path.name)
+            finally:
+                self._db.execute("DETACH DATABASE shard")
 
     def close(self) -> None:
         """Close the connection (the WAL is checkpointed by SQLite)."""

@@ -170,6 +170,7 @@ def label(
     source: str = "label",
     via: str = "sync",
     batch: BatchSettings | None = None,
+    budget: Budget | None = None,
 ) -> LabelResult:
     """Answer every text with the task's teacher, once; return the labeled set.
 
@@ -184,10 +185,14 @@ def label(
     lost.  A ``max_cost`` needs a teacher with a known price, and must be a finite number >= 0
     (:class:`ConfigError` otherwise).  ``confirm(stats)`` is called once with the estimate
     before anything is spent; returning False stops the run with ``stopped="declined"``.
-    Ctrl-C raises :class:`LabelInterrupted` after keeping every answer that arrived.
+    Ctrl-C raises :class:`LabelInterrupted` after keeping every answer that arrived.  ``budget``
+    replaces ``max_calls``/``max_cost`` by a budget shared with other runs (a worker of
+    :mod:`distil.ray_engine` holds the cluster's; the caller checked its price).
     """
     started = time.perf_counter()
     check_budget(max_calls, max_cost)
+    if budget is not None and (max_calls is not None or max_cost is not None):
+        raise ConfigError("label(): pass a shared budget or max_calls/max_cost, not both")
     own_journal = journal is None
     teacher = teacher or make_teacher(task)
     if teacher.labels != task.label_names:
@@ -200,7 +205,7 @@ def label(
     journal = journal or Journal(task.journal_path)
     try:
         return _label(
-            task, list(texts), teacher, journal, budget=Budget(max_calls, max_cost),
+            task, list(texts), teacher, journal, budget=budget or Budget(max_calls, max_cost),
             batch_size=batch_size or _batch_size(teacher), progress=progress, confirm=confirm,
             source=source, started=started, via=via, batch=batch,
         )

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from distil.data import (
     CHUNK_ROWS,
@@ -33,6 +33,9 @@ from distil.data import (
     text_rule,
 )
 from distil.errors import DataError
+
+if TYPE_CHECKING:
+    from distil.artifact import Artifact
 
 OUTPUT_COLUMNS = ("label", "score", "source")
 FORMATS = (".csv", ".parquet", ".jsonl")
@@ -118,7 +121,7 @@ class PredictSummary:
 
 
 def predict_file(
-    artifact_dir: str | Path,
+    artifact_dir: str | Path | Artifact,
     inputs: str | Path,
     out: str | Path | None,
     *,
@@ -135,9 +138,9 @@ def predict_file(
     The texts are made by the artifact's ``[input]`` rule (or ``text_column``); ``progress(rows)`` is
     called after each chunk with the rows done so far.
     """
-    from distil.artifact import load_artifact
+    from distil.artifact import Artifact, load_artifact
 
-    art = load_artifact(artifact_dir)
+    art = artifact_dir if isinstance(artifact_dir, Artifact) else load_artifact(artifact_dir)
     fields, render = text_rule(art.input_spec(), text_column)
     student = art.student()
     summary = PredictSummary(out=Path(out) if out is not None else None)

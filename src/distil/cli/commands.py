@@ -128,17 +128,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     The file is streamed in chunks (any size); with ``--out``, a progress line counts the rows.
     """
+    from distil.data import expand_inputs
     from distil.predictions import output_format, predict_file
 
+    shards = expand_inputs(args.inputs)
+    if len(shards) > 1 or args.engine == "ray":
+        return _predict_sharded(args, shards)
+    inputs = str(shards[0])
     if args.out:
         output_format(args.out)  # a bad suffix is refused before anything is read or predicted
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-    with row_progress(f"predicting {args.inputs}", enabled=bool(args.out)) as progress:
-        res = predict_file(args.artifact, args.inputs, args.out, text_column=args.text_column, columns=columns,
+    with row_progress(f"predicting {inputs}", enabled=bool(args.out)) as progress:
+        res = predict_file(args.artifact, inputs, args.out, text_column=args.text_column, columns=columns,
                            probs=args.probs, progress=progress)
-    console.print(f"[bold]{args.inputs}[/]: {res.report.summary()}")
+    console.print(f"[bold]{inputs}[/]: {res.report.summary()}")
     if res.out is not None:
         console.print(f"predictions ({res.rows} rows, {', '.join(res.columns)}): {res.out}")
+    return 0
+
+
+def _predict_sharded(args: argparse.Namespace, shards: list[Path]) -> int:
+    """Several shards (or ``--engine ray``): one part per shard in the ``--out`` folder, then ``_SUCCESS.json``."""
+    from distil.ray_engine import RaySettings, predict_sharded
+
+    if not args.out:
+        raise ConfigError(
+            f"{len(shards)} input shards" + (" on --engine ray" if args.engine == "ray" else "")
+            + " are written as a folder of parts, and --out is not set",
+            hint="add --out FOLDER (e.g. --out predictions/)",
+        )
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    res = predict_sharded(
+        args.artifact, shards, args.out, engine=args.engine, fmt=args.format, text_column=args.text_column,
+        columns=columns, probs=args.probs, settings=RaySettings(workers=args.workers, address=args.ray_address),
+    )
+    console.print(f"predictions: {res.rows} rows in {len(res.parts)} parts, {res.seconds:.1f} s "
+                  f"({args.engine}): {res.out} (manifest {res.out / '_SUCCESS.json'})")
     return 0
 
 

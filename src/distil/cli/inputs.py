@@ -25,13 +25,17 @@ def load_task(path: str) -> Task:
     return Task.load(path)
 
 
-def read_task_texts(task: Task, path: str, text_column: str | None) -> list[str]:
-    """The unique input texts of ``path`` for ``task`` (its fields, or ``text_column``); prints the report."""
-    from distil.data import read_inputs
+def read_task_texts(task: Task, paths: str | list[str], text_column: str | None) -> list[str]:
+    """The input texts of ``paths`` (files, folders of shards, glob patterns) for ``task`` (its fields, or
+    ``text_column``), in order; prints each file's report."""
+    from distil.data import expand_inputs, read_inputs
 
-    got = read_inputs(path, task.input, text_column=text_column)
-    console.print(f"[bold]{path}[/]: {got.report.summary()}")
-    return got.texts
+    texts: list[str] = []
+    for path in expand_inputs([paths] if isinstance(paths, str) else paths):
+        got = read_inputs(path, task.input, text_column=text_column)
+        console.print(f"[bold]{path}[/]: {got.report.summary()}")
+        texts.extend(got.texts)
+    return texts
 
 
 def read_artifact_inputs(artifact: str, path: str, text_column: str | None) -> Inputs:

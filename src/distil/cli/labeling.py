@@ -67,6 +67,8 @@ def _label(
     """Label every input (``--strategy all``) or in rounds (``random``, ``active``)."""
     confirm = _confirmation(args, display)
     via = getattr(args, "via", "sync")
+    if getattr(args, "engine", "local") == "ray":
+        return _label_on_ray(args, task, texts, display, confirm)
     if args.strategy == "all":
         from distil.label import label
         from distil.teachers.batch import BatchSettings
@@ -88,6 +90,23 @@ def _label(
         max_calls=args.max_calls, max_cost=args.max_cost, progress=display, confirm=confirm,
         seed=args.seed, round_model=args.round_student,
     )
+
+
+def _label_on_ray(
+    args: argparse.Namespace, task: Task, texts: list[str], display: LabelDisplay,
+    confirm: Callable[[LabelStats], bool],
+) -> LabelResult:
+    """``--engine ray``: every input once across the cluster's workers (``--strategy all``, synchronous)."""
+    if args.strategy != "all" or getattr(args, "via", "sync") != "sync":
+        raise ConfigError(
+            f"--engine ray runs --strategy all --via sync; found --strategy {args.strategy} --via {args.via}",
+            hint="leave --engine out for rounds or the Batch API (one process is enough for them)",
+        )
+    from distil.ray_engine import RaySettings, label_on_ray
+
+    settings = RaySettings(workers=args.workers, address=args.ray_address)
+    return label_on_ray(task, texts, settings=settings, max_calls=args.max_calls, max_cost=args.max_cost,
+                        progress=display, confirm=confirm)
 
 
 def _confirmation(args: argparse.Namespace, display: LabelDisplay) -> Callable[[LabelStats], bool]:
@@ -179,7 +198,13 @@ def cmd_journal(args: argparse.Namespace) -> int:
     from distil.journal import Journal
     from distil.label import soft_label_check
 
-    task = load_task(args.task)
+    words = list(args.words)
+    if words[0] == "merge":
+        return _merge(words[1:])
+    if len(words) > 1:
+        raise ConfigError(f"distil journal takes one task file, found {len(words)} arguments: {' '.join(words)}",
+                          hint="`distil journal TASK`, or `distil journal merge TASK [SHARD ...]`")
+    task = load_task(words[0])
     if not task.journal_path.exists():
         out.print(f"no journal yet at {task.journal_path}")
         return 0
@@ -201,5 +226,35 @@ def cmd_journal(args: argparse.Namespace) -> int:
                 out.print(f"  batch {b['remote_id'] or '(not created yet)'} in flight: {b['status']}, "
                           f"{len(b['keys'])} inputs, sent {_when(b['created_at'])}; "
                           "`distil label TASK INPUTS --via batch` collects it")
+        _print_shards(task.journal_path)
     out.print(f"journal: {task.journal_path}")
+    return 0
+
+
+def _print_shards(journal_path: Path) -> None:
+    """Shards a Ray run left unmerged (it was killed): say so, and how to merge them."""
+    from distil.shards import shard_paths
+
+    left = shard_paths(journal_path)
+    if left:
+        out.print(f"  {len(left)} journal shards not merged yet (a Ray run was stopped): "
+                  "`distil journal merge TASK` merges them (the next run does too)")
+
+
+def _merge(words: list[str]) -> int:
+    """``distil journal merge TASK [SHARD ...]``: shards into the task's journal, idempotently."""
+    from distil.journal import Journal
+    from distil.ray_engine import merge_shards
+
+    if not words:
+        raise ConfigError("distil journal merge needs the task file", hint="distil journal merge TASK [SHARD ...]")
+    task = load_task(words[0])
+    given = [Path(w) for w in words[1:]]
+    for path in given:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such journal shard", hint="name .sqlite files a distil run wrote")
+    with Journal(task.journal_path) as j:
+        stats = merge_shards(j, given or None, remove=not given)
+    out.print(f"merged into {task.journal_path}: {stats.added} new rows, {stats.answered} answers for rows without "
+              f"one, {stats.duplicates} answered twice (first answer kept), {stats.probes} probes, {stats.runs} runs")
     return 0

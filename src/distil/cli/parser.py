@@ -131,7 +131,7 @@ def _add_teacher(sub: Subparsers) -> None:
 def _add_label(sub: Subparsers) -> None:
     s = sub.add_parser("label", help="ask the teacher about every input, once (journaled)")
     s.add_argument("task")
-    s.add_argument("inputs")
+    s.add_argument("inputs", nargs="+", help=_INPUTS_HELP)
     s.add_argument("--text-column", help=_TEXT_HELP)
     s.add_argument("--max-calls", type=int, help="hard stop after this many teacher calls")
     s.add_argument("--max-cost", type=float, help="hard stop before spending more than this many dollars")
@@ -144,7 +144,19 @@ def _add_label(sub: Subparsers) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--dry-run", action="store_true", help="show the estimate and stop")
     _add_via(s)
+    _add_engine(s)
     s.set_defaults(fn=cmd_label)
+
+
+_INPUTS_HELP = "input files, folders of shards or glob patterns (.csv, .jsonl, .parquet)"
+
+
+def _add_engine(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: run on a Ray cluster (RAY_ADDRESS, or a local one started for the run); needs "
+                   "pip install 'distil[ray]'")
+    s.add_argument("--workers", type=int, default=2, help="--engine ray: worker actors")
+    s.add_argument("--ray-address", help="--engine ray: the cluster to join (default: RAY_ADDRESS, else a local one)")
 
 
 def _add_via(s: argparse.ArgumentParser) -> None:
@@ -155,8 +167,10 @@ def _add_via(s: argparse.ArgumentParser) -> None:
 
 
 def _add_journal(sub: Subparsers) -> None:
-    s = sub.add_parser("journal", help="show what the journal holds")
-    s.add_argument("task")
+    s = sub.add_parser("journal", help="show what the journal holds; `journal merge TASK [SHARD…]` merges shards")
+    s.add_argument("words", nargs="+", metavar="TASK",
+                   help="the task file; or `merge TASK [SHARD …]`: merge journal shards (default: the ones a Ray "
+                   "run left beside the journal) into it, idempotently")
     s.set_defaults(fn=cmd_journal)
 
 
@@ -202,11 +216,15 @@ def _add_train(sub: Subparsers) -> None:
 def _add_predict(sub: Subparsers) -> None:
     s = sub.add_parser("predict", help="label inputs with a trained student")
     s.add_argument("artifact")
-    s.add_argument("inputs")
+    s.add_argument("inputs", nargs="+", help=_INPUTS_HELP)
     s.add_argument("--text-column", help=_ARTIFACT_TEXT_HELP)
-    s.add_argument("--out", help="predictions file: .csv, .parquet or .jsonl (default: JSONL on standard output)")
+    s.add_argument("--out", help="predictions file: .csv, .parquet or .jsonl (default: JSONL on standard output); "
+                   "with several input shards or --engine ray, a folder of parts and _SUCCESS.json")
+    s.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet",
+                   help="the parts' format, when --out is a folder")
     s.add_argument("--columns", help="input columns to keep, comma-separated (default: all)")
     s.add_argument("--probs", action="store_true", help="add one p_<label> column per label")
+    _add_engine(s)
     s.set_defaults(fn=cmd_predict)
 
 

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -113,6 +113,17 @@ class Teacher(ABC):
 
     def prepare(self, budget: Budget) -> None:  # noqa: B027 - optional hook
         """Get ready to answer (a network teacher probes its server), spending within ``budget``."""
+
+    def shared_state(self) -> Any:
+        """What a copy of this teacher in another process needs in order not to prepare again (None: nothing)."""
+        return None
+
+    def adopt(self, state: Any) -> None:  # noqa: B027 - optional hook
+        """Take :meth:`shared_state` of the teacher that prepared (a worker of a distributed run)."""
+
+    def share_limits(self, buckets: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Throttle through ``buckets`` (``"rpm"``, ``"tpm"``: objects with ``acquire``/``adjust``) shared with
+        other processes, instead of this process's own; a teacher without rate limits ignores it."""
 
     def take_probe_spend(self) -> dict[str, Any] | None:
         """What preparing cost since the last call (``calls``, ``attempts``, tokens, ``cost``); None if nothing.

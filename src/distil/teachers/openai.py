@@ -112,7 +112,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from urllib.parse import quote, urlencode, urlparse
@@ -768,6 +768,22 @@ class OpenAITeacher(Teacher):
     def prepare(self, budget: Budget) -> None:
         """Probe the server (if not done yet), within ``budget``."""
         self._probe_for(_Call(budget))
+
+    def shared_state(self) -> Capabilities | None:
+        """The probe's result: a copy of this teacher elsewhere adopts it instead of probing again."""
+        return self.capabilities
+
+    def adopt(self, state: Any) -> None:
+        """Use another copy's probe result (a :class:`Capabilities`)."""
+        if isinstance(state, Capabilities):
+            self.capabilities = state
+
+    def share_limits(self, buckets: Mapping[str, Any]) -> None:
+        """Throttle through buckets shared across processes (only the limits the task sets)."""
+        if self._rpm is not None and "rpm" in buckets:
+            self._rpm = buckets["rpm"]
+        if self._tpm is not None and "tpm" in buckets:
+            self._tpm = buckets["tpm"]
 
     def take_probe_spend(self) -> dict[str, Any] | None:
         """What the probe requests cost since the last call (to journal); None when there were none."""

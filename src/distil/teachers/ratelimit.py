@@ -65,6 +65,16 @@ class TokenBucket:
             self._sleep(wait)
             waited += wait
 
+    def take(self, amount: float = 1.0) -> float:
+        """Take ``amount`` units if they are there (0.0), else take nothing and return the seconds to wait."""
+        amount = min(max(amount, 0.0), self.capacity)
+        with self._lock:
+            self._refill()
+            if self._level >= amount:
+                self._level -= amount
+                return 0.0
+            return (amount - self._level) / self.rate
+
     def adjust(self, delta: float) -> None:
         """Take ``delta`` more units (or give back, when negative) without waiting."""
         with self._lock:
