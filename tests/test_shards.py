@@ -7,8 +7,10 @@ shared bucket holds a rate for every worker together.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from distil.cli import main
 from distil.errors import ConfigError, DataError
 from distil.journal import Journal, call_key
 from distil.quota import Quota, SharedBucket, SharedBudget, local_caller
-from distil.ray_engine import merge_shards
+from distil.ray_engine import QUIET_S, merge_shards
 from distil.shards import answered_in, new_shard_path, shard_paths
 from distil.teachers.base import Answer
 
@@ -37,6 +39,15 @@ def _answer(j: Journal, text: str, status: str = "done", cost: float = 0.01, pro
                  error=None if status == "done" else "boom")
     j.record([(key, ans, "a" if status == "done" else None)])
     return key
+
+
+def _age(*paths: Path) -> None:
+    """Make shards look unwritten for longer than a worker could still be running."""
+    old = time.time() - 10 * QUIET_S
+    for path in paths:
+        for suffix in ("", "-wal"):
+            if Path(f"{path}{suffix}").exists():
+                os.utime(f"{path}{suffix}", (old, old))
 
 
 def test_a_merge_takes_what_is_missing_keeps_first_answers_and_is_idempotent(tmp_path: Path) -> None:
@@ -93,7 +104,10 @@ def test_merge_shards_removes_what_it_merged_and_answered_in_reads_live_shards(t
         s.lease([(pending, FP, "pending one")], "someone")
     assert answered_in(paths, [*keys, pending]) == set(keys)
     total = merge_shards(central)
-    assert total.added == 3 and shard_paths(central.path) == []
+    assert total.added == 3 and total.kept == 3, "just written: a worker may still be running, so kept"
+    _age(paths[0], paths[1])
+    again = merge_shards(central, finished=[paths[2]])
+    assert again.added == 0 and again.kept == 0 and shard_paths(central.path) == []
     assert central.lookup([pending]) == {}, "a pending row is not an answer: not merged"
     central.close()
 
@@ -111,7 +125,10 @@ def test_distil_journal_merge_on_the_command_line(tmp_path: Path, capsys: pytest
     assert shard.exists(), "shards named on the command line are left in place"
     assert main(["journal", "merge", str(task), str(shard)]) == 0
     assert "0 new rows" in capsys.readouterr().out
-    assert main(["journal", "merge", str(task)]) == 0  # the shards folder: merged (nothing new) and removed
+    assert main(["journal", "merge", str(task)]) == 0  # the shards folder: a fresh shard is merged and kept
+    assert shard.exists() and "1 shards kept" in capsys.readouterr().out
+    _age(shard)
+    assert main(["journal", "merge", str(task)]) == 0  # quiet for long enough: merged (nothing new) and removed
     assert not shard.exists()
     assert main(["journal", "merge", str(task), str(tmp_path / "missing.sqlite")]) != 0
     assert "no such journal shard" in capsys.readouterr().err

@@ -26,7 +26,7 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,7 @@ from typing import Any
 
 from distil.data import atomic_path
 from distil.errors import ConfigError, DataError, DistilError
-from distil.journal import Journal, call_key
+from distil.journal import LEASE_SECONDS, Journal, call_key
 from distil.label import LabelInterrupted, LabelResult, LabelStats, _result, _unique_texts
 from distil.progress import note
 from distil.quota import Quota, QuotaCall, SharedBudget, shared_limits
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 LABEL_BATCH = 256
 #: Requests a capability probe may send (the driver's allotment for it).
 PROBE_REQUESTS = 3
+#: Seconds without a write after which a shard no run claims is taken as finished (a journal lease's length).
+QUIET_S = LEASE_SECONDS
 #: The manifest a complete prediction run writes last.
 SUCCESS = "_SUCCESS.json"
 
@@ -144,15 +146,28 @@ def quota_caller(ray: ModuleType, actor: Any) -> QuotaCall:
 # -- labeling ------------------------------------------------------------------------------------
 
 
-def merge_shards(journal: Journal, paths: Sequence[Path] | None = None, *, remove: bool = True) -> MergeStats:
-    """Merge journal shards (default: every one beside ``journal``) into it; ``remove`` deletes each merged one."""
+def merge_shards(
+    journal: Journal, paths: Sequence[Path] | None = None, *, remove: bool = True, finished: Iterable[Path] = (),
+) -> MergeStats:
+    """Merge journal shards (default: every one beside ``journal``) into it; ``remove`` deletes each merged one
+    that is ``finished`` (its worker is known to be done) or has not been written to for ``QUIET_S`` seconds
+    (a worker of a killed run may outlive its driver for a while: its shard stays, merged again next time)."""
     total = MergeStats(shard="*")
+    done = {Path(p) for p in finished}
     for path in shard_paths(journal.path) if paths is None else paths:
         total.add(journal.merge(path))
-        if remove:
+        if remove and (path in done or _quiet(path)):
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
+        elif remove:
+            total.kept += 1
     return total
+
+
+def _quiet(path: Path) -> bool:
+    """No write to the shard (or its WAL) for ``QUIET_S`` seconds."""
+    stamps = [Path(f"{path}{s}").stat().st_mtime for s in ("", "-wal") if Path(f"{path}{s}").exists()]
+    return not stamps or time.time() - max(stamps) > QUIET_S
 
 
 @dataclass
@@ -190,6 +205,7 @@ def label_on_ray(
         _check_teacher(task, teacher, max_cost)
         with Journal(task.journal_path) as journal:
             leftover = merge_shards(journal)
+            before = set(shard_paths(journal.path))
             if leftover.added or leftover.answered:
                 note("merged %d answers a previous run left in journal shards", leftover.added + leftover.answered)
             plan = _plan(task, texts, teacher, journal, source)
@@ -198,7 +214,7 @@ def label_on_ray(
                 plan.stats.stopped = "declined"
                 plan.todo = []
             if plan.todo:
-                _ask_on_ray(task, teacher, journal, plan, settings, (max_calls, max_cost), progress, source)
+                _ask_on_ray(task, teacher, journal, plan, settings, (max_calls, max_cost), progress, source, before)
             plan.stats.seconds = time.perf_counter() - started
             _report(progress, plan.stats)
             return _result(task, plan.uniques, plan.keys, journal, plan.stats, teacher.fingerprint())
@@ -237,6 +253,7 @@ def _report(progress: Callable[[LabelStats], None] | None, stats: LabelStats) ->
 def _ask_on_ray(
     task: Task, teacher: Teacher, journal: Journal, plan: _Plan, settings: RaySettings,
     limits: tuple[int | None, float | None], progress: Callable[[LabelStats], None] | None, source: str,
+    before: set[Path],
 ) -> None:
     """Probe once here, then send ``plan.todo`` through the worker pool; merge the shards whatever happens."""
     spec = getattr(teacher, "spec", None)
@@ -257,7 +274,7 @@ def _ask_on_ray(
         except Exception as exc:
             _finish(journal, plan.stats, call, remove=False)
             raise _distil_error(exc) from None
-        _finish(journal, plan.stats, call)
+        _finish(journal, plan.stats, call, finished=set(shard_paths(journal.path)) - before)
 
 
 def _distil_error(exc: BaseException) -> BaseException:
@@ -317,9 +334,12 @@ def _count_batch(stats: LabelStats, batch: dict[str, Any]) -> None:
     stats.stopped = stats.stopped or next((str(s) for s in batch["stopped"] if s), None)
 
 
-def _finish(journal: Journal, stats: LabelStats, call: QuotaCall, *, remove: bool = True) -> None:
-    """Every shard into the central journal (``remove``: and deleted); the cluster's totals into ``stats``."""
-    merged = merge_shards(journal, remove=remove)
+def _finish(
+    journal: Journal, stats: LabelStats, call: QuotaCall, *, remove: bool = True, finished: Iterable[Path] = (),
+) -> None:
+    """Every shard into the central journal (``remove``: the ``finished`` and quiet ones deleted); the
+    cluster's totals into ``stats``."""
+    merged = merge_shards(journal, remove=remove, finished=finished)
     if merged.duplicates:
         log.warning("%d inputs were answered by two workers (paid twice; the first answer kept)", merged.duplicates)
     state = call("state")

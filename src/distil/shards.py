@@ -37,6 +37,7 @@ class MergeStats:
     failures: int = 0  # failed attempts added to rows that are still failed here
     probes: int = 0
     runs: int = 0
+    kept: int = 0  # shards merged and kept (written to a moment ago: a worker may still be running)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON)."""
@@ -44,7 +45,7 @@ class MergeStats:
 
     def add(self, other: MergeStats) -> None:
         """Add another merge's counts to these."""
-        for name in ("added", "answered", "duplicates", "failures", "probes", "runs"):
+        for name in ("added", "answered", "duplicates", "failures", "probes", "runs", "kept"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 

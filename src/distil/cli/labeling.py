@@ -244,7 +244,7 @@ def _print_shards(journal_path: Path) -> None:
 def _merge(words: list[str]) -> int:
     """``distil journal merge TASK [SHARD ...]``: shards into the task's journal, idempotently."""
     from distil.journal import Journal
-    from distil.ray_engine import merge_shards
+    from distil.ray_engine import QUIET_S, merge_shards
 
     if not words:
         raise ConfigError("distil journal merge needs the task file", hint="distil journal merge TASK [SHARD ...]")
@@ -256,5 +256,7 @@ def _merge(words: list[str]) -> int:
     with Journal(task.journal_path) as j:
         stats = merge_shards(j, given or None, remove=not given)
     out.print(f"merged into {task.journal_path}: {stats.added} new rows, {stats.answered} answers for rows without "
-              f"one, {stats.duplicates} answered twice (first answer kept), {stats.probes} probes, {stats.runs} runs")
+              f"one, {stats.duplicates} answered twice (first answer kept), {stats.probes} probes, {stats.runs} runs"
+              + (f"; {stats.kept} shards kept (written to in the last {QUIET_S:.0f} s: a worker may still be running; "
+                 "merging again takes only what is new)" if stats.kept else ""))
     return 0
