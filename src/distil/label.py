@@ -200,7 +200,7 @@ def label(
             f"teacher labels {teacher.labels[:5]}… do not match the task's labels {task.label_names[:5]}…",
             hint="build the teacher from the same task",
         )
-    _check_price(teacher, max_cost)
+    check_price(teacher, max_cost)
     _check_via(via, teacher)
     journal = journal or Journal(task.journal_path)
     try:
@@ -227,8 +227,8 @@ def _check_via(via: str, teacher: Teacher) -> None:
         )
 
 
-def _check_price(teacher: Teacher, max_cost: float | None) -> None:
-    """A dollar budget cannot be kept without a price: refuse it."""
+def check_price(teacher: Teacher, max_cost: float | None) -> None:
+    """A dollar budget cannot be kept without a price: refuse it (:class:`ConfigError`)."""
     if max_cost is not None and not teacher.prices_known():
         raise ConfigError(
             f"--max-cost needs to know what the teacher's calls cost, and {teacher.describe()} has no known price",
@@ -254,7 +254,7 @@ def _label(
 ) -> LabelResult:
     fp = teacher.fingerprint()
     journal.register_teacher(fp, teacher.kind, teacher.identity(), task.label_names)
-    uniques = _unique_texts(texts)
+    uniques = unique_texts(texts)
     keys = {t: call_key(fp, t) for t in uniques}
     journal.note_uses(keys.values(), source)
     stats, todo = _plan(uniques, keys, journal, teacher, via=via, batch=batch)
@@ -269,7 +269,7 @@ def _label(
         run.ask(todo, len(todo) or 1 if via == "batch" else batch_size)
     run.finish()
     _report(progress, stats)
-    return _result(task, uniques, keys, journal, stats, fp)
+    return journal_result(task, uniques, keys, journal, stats, fp)
 
 
 class _Run:
@@ -431,7 +431,7 @@ class _Heartbeat:
                 log.warning("cannot renew the run's leases: %s", exc)
 
 
-def _unique_texts(texts: list[str]) -> list[str]:
+def unique_texts(texts: list[str]) -> list[str]:
     """The texts once each, in first-seen order; an empty one is refused."""
     uniques = list(dict.fromkeys(t for t in texts))
     empty = [i for i, t in enumerate(uniques) if not t.strip()]
@@ -475,7 +475,7 @@ def _report(progress: Progress | None, stats: LabelStats) -> None:
         progress(stats)
 
 
-def _result(
+def journal_result(
     task: Task, uniques: list[str], keys: dict[str, str], journal: Journal, stats: LabelStats, fp: str
 ) -> LabelResult:
     """What the journal now holds for the run's texts: the rows, and the answered texts as a labeled set."""

@@ -36,7 +36,7 @@ from typing import Any
 from distil.data import atomic_path
 from distil.errors import ConfigError, DataError, DistilError
 from distil.journal import LEASE_SECONDS, Journal, call_key
-from distil.label import LabelInterrupted, LabelResult, LabelStats, _result, _unique_texts
+from distil.label import LabelInterrupted, LabelResult, LabelStats, check_price, journal_result, unique_texts
 from distil.progress import note
 from distil.quota import Quota, QuotaCall, SharedBudget, shared_limits
 from distil.shards import MergeStats, answered_in, new_shard_path, shard_paths
@@ -190,17 +190,20 @@ def label_on_ray(
     progress: Callable[[LabelStats], None] | None = None,
     confirm: Callable[[LabelStats], bool] | None = None,
     source: str = "label",
+    teacher: Teacher | None = None,
 ) -> LabelResult:
     """:func:`distil.label.label` on a Ray cluster: each input answered once across every worker, within
     one budget and the teacher's rate limits, every answer in the central journal at the end.
 
     A worker killed mid-batch loses at most its requests in flight (Ray retries the batch on a new
     actor, which skips what the dead one's shard holds); a run killed outright leaves its shards,
-    and the next run merges them before it asks anything.
+    and the next run merges them before it asks anything.  ``teacher`` (default: built from the task, and
+    closed after) is the driver's copy: it probes; each worker builds its own from the task.
     """
     settings = settings or RaySettings()
     started = time.perf_counter()
-    teacher = make_teacher(task)
+    own_teacher = teacher is None
+    teacher = teacher or make_teacher(task)
     try:
         _check_teacher(task, teacher, max_cost)
         with Journal(task.journal_path) as journal:
@@ -217,25 +220,22 @@ def label_on_ray(
                 _ask_on_ray(task, teacher, journal, plan, settings, (max_calls, max_cost), progress, source, before)
             plan.stats.seconds = time.perf_counter() - started
             _report(progress, plan.stats)
-            return _result(task, plan.uniques, plan.keys, journal, plan.stats, teacher.fingerprint())
+            return journal_result(task, plan.uniques, plan.keys, journal, plan.stats, teacher.fingerprint())
     finally:
-        teacher.close()
+        if own_teacher:
+            teacher.close()
 
 
 def _check_teacher(task: Task, teacher: Teacher, max_cost: float | None) -> None:
     if teacher.labels != task.label_names:
         raise ConfigError("the teacher's labels do not match the task's", hint="build the teacher from the same task")
-    if max_cost is not None and not teacher.prices_known():
-        raise ConfigError(
-            f"--max-cost needs to know what the teacher's calls cost, and {teacher.describe()} has no known price",
-            hint="set price_in_per_1m and price_out_per_1m in the task's [teacher] section, or use --max-calls",
-        )
+    check_price(teacher, max_cost)
 
 
 def _plan(task: Task, texts: Sequence[str], teacher: Teacher, journal: Journal, source: str) -> _Plan:
     fp = teacher.fingerprint()
     journal.register_teacher(fp, teacher.kind, teacher.identity(), task.label_names)
-    uniques = _unique_texts(list(texts))
+    uniques = unique_texts(list(texts))
     keys = {t: call_key(fp, t) for t in uniques}
     journal.note_uses(keys.values(), source)
     known = journal.lookup(list(keys.values()))

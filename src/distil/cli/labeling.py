@@ -68,7 +68,7 @@ def _label(
     confirm = _confirmation(args, display)
     via = getattr(args, "via", "sync")
     if getattr(args, "engine", "local") == "ray":
-        return _label_on_ray(args, task, texts, display, confirm)
+        return _label_on_ray(args, task, texts, teacher, display, confirm)
     if args.strategy == "all":
         from distil.label import label
         from distil.teachers.batch import BatchSettings
@@ -93,7 +93,7 @@ def _label(
 
 
 def _label_on_ray(
-    args: argparse.Namespace, task: Task, texts: list[str], display: LabelDisplay,
+    args: argparse.Namespace, task: Task, texts: list[str], teacher: Teacher, display: LabelDisplay,
     confirm: Callable[[LabelStats], bool],
 ) -> LabelResult:
     """``--engine ray``: every input once across the cluster's workers (``--strategy all``, synchronous)."""
@@ -106,7 +106,7 @@ def _label_on_ray(
 
     settings = RaySettings(workers=args.workers, address=args.ray_address)
     return label_on_ray(task, texts, settings=settings, max_calls=args.max_calls, max_cost=args.max_cost,
-                        progress=display, confirm=confirm)
+                        progress=display, confirm=confirm, teacher=teacher)
 
 
 def _confirmation(args: argparse.Namespace, display: LabelDisplay) -> Callable[[LabelStats], bool]:
