@@ -195,12 +195,7 @@ def label(
         raise ConfigError("label(): pass a shared budget or max_calls/max_cost, not both")
     own_journal = journal is None
     teacher = teacher or make_teacher(task)
-    if teacher.labels != task.label_names:
-        raise ConfigError(
-            f"teacher labels {teacher.labels[:5]}… do not match the task's labels {task.label_names[:5]}…",
-            hint="build the teacher from the same task",
-        )
-    check_price(teacher, max_cost)
+    check_teacher(task, teacher, max_cost)
     _check_via(via, teacher)
     journal = journal or Journal(task.journal_path)
     try:
@@ -225,6 +220,16 @@ def _check_via(via: str, teacher: Teacher) -> None:
             f"{teacher.kind} teacher" + (f" with api = {api!r}" if teacher.kind == "openai" else ""),
             hint="leave --via out for this teacher",
         )
+
+
+def check_teacher(task: Task, teacher: Teacher, max_cost: float | None) -> None:
+    """The teacher answers with the task's labels, and has a price when a dollar budget is set."""
+    if teacher.labels != task.label_names:
+        raise ConfigError(
+            f"teacher labels {teacher.labels[:5]}… do not match the task's labels {task.label_names[:5]}…",
+            hint="build the teacher from the same task",
+        )
+    check_price(teacher, max_cost)
 
 
 def check_price(teacher: Teacher, max_cost: float | None) -> None:

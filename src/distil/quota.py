@@ -4,9 +4,10 @@
 teacher's token buckets (``requests_per_minute``, ``tokens_per_minute``) in one place; the Ray engine
 runs it as one actor.  Workers reach it through :class:`SharedBudget` and :class:`SharedBucket`, which
 keep the interfaces the teacher already calls (``reserve``/``settle``, ``acquire``/``adjust``), so the
-same teacher code runs alone or as one of many.  Every request is reserved centrally before it is
-sent, so a budget is overshot by nothing, and a rate limit holds for the whole cluster: eight workers
-against one endpoint share its requests per minute instead of multiplying them.
+same teacher code runs alone or as one of many.  Workers take the budget in small allotments granted
+centrally before anything is sent, so a budget is overshot by nothing, and a rate limit holds for the
+whole cluster: eight workers against one endpoint share its requests per minute instead of multiplying
+them.
 
 ``call(method, *args)`` is how a worker reaches the quota: a direct call in one process, a Ray actor
 call in a cluster (:func:`distil.ray_engine.quota_caller`).
@@ -65,11 +66,6 @@ class Quota:
             self.buckets["tpm"] = TokenBucket(tokens_per_minute)
         self._lock = threading.Lock()
 
-    @property
-    def limited(self) -> bool:
-        """Whether the run has a budget to keep (else workers only report what they spent)."""
-        return self.max_calls is not None or self.max_cost is not None
-
     def grant(self, calls: int, estimate: float) -> tuple[int, float]:
         """Up to ``calls`` requests of ``estimate`` dollars each: (requests granted, dollars granted); (0, 0.0)
         once the budget has no room for one more, and from then on."""
@@ -119,7 +115,7 @@ class Quota:
         """Requests sent (plus granted, not released), dollars spent (plus granted), what stopped the budget."""
         with self._lock:
             return {"requests": self.used + self.granted, "spent": self.spent + self.granted_dollars,
-                    "used": self.used, "stopped": self.stopped, "limited": self.limited}
+                    "used": self.used, "stopped": self.stopped}
 
 
 class SharedBudget(Budget):

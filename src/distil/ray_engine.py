@@ -36,7 +36,7 @@ from typing import Any
 from distil.data import atomic_path
 from distil.errors import ConfigError, DataError, DistilError
 from distil.journal import LEASE_SECONDS, Journal, call_key
-from distil.label import LabelInterrupted, LabelResult, LabelStats, check_price, journal_result, unique_texts
+from distil.label import LabelInterrupted, LabelResult, LabelStats, check_teacher, journal_result, unique_texts
 from distil.progress import note
 from distil.quota import Quota, QuotaCall, SharedBudget, shared_limits
 from distil.shards import MergeStats, answered_in, new_shard_path, shard_paths
@@ -205,7 +205,7 @@ def label_on_ray(
     own_teacher = teacher is None
     teacher = teacher or make_teacher(task)
     try:
-        _check_teacher(task, teacher, max_cost)
+        check_teacher(task, teacher, max_cost)
         with Journal(task.journal_path) as journal:
             leftover = merge_shards(journal)
             before = set(shard_paths(journal.path))
@@ -224,12 +224,6 @@ def label_on_ray(
     finally:
         if own_teacher:
             teacher.close()
-
-
-def _check_teacher(task: Task, teacher: Teacher, max_cost: float | None) -> None:
-    if teacher.labels != task.label_names:
-        raise ConfigError("the teacher's labels do not match the task's", hint="build the teacher from the same task")
-    check_price(teacher, max_cost)
 
 
 def _plan(task: Task, texts: Sequence[str], teacher: Teacher, journal: Journal, source: str) -> _Plan:
@@ -369,10 +363,11 @@ class LabelWorker:
         """Label one batch into this actor's shard; one row of counts back."""
         from distil.label import label
 
-        texts = [str(t) for t in batch["text"]]
+        keys = {str(t): call_key(self.fp, str(t)) for t in batch["text"]}
         others = [p for p in shard_paths(self.journal_path) if p != self.shard.path]
-        done_elsewhere = answered_in(others, [call_key(self.fp, t) for t in texts])
-        ask = [t for t in texts if call_key(self.fp, t) not in done_elsewhere]
+        done_elsewhere = answered_in(others, list(keys.values()))
+        texts = list(keys)
+        ask = [t for t in texts if keys[t] not in done_elsewhere]
         self.budget.expect(len(ask))
         try:
             res = label(self.task, ask, teacher=self.teacher, journal=self.shard, budget=self.budget,
