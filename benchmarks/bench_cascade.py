@@ -175,7 +175,7 @@ def run_stream(stream: Stream, targets: list[float], root: Path, seed: int, stud
         held = set(art.heldout().texts)
         fit_router(
             out, [t for t in texts if t not in held], target_agreement=targets[0], labeled=labeled, seed=seed,
-            member=members[0],
+            member=members[0], score="confidence",  # the certificates compared here all test the confidence
         )
     print(f"{stream.name}: trained and cross-fitted in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     router = Router.load(out)

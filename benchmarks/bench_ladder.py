@@ -5,6 +5,9 @@ teacher that answers 2% of inputs at random, clinc150 with its 1,000 out-of-scop
 routers certified on it in turn (cross-fitted calibration over the whole pool, Learn-then-Test, the
 guard in the static space), and on the test set for each target:
 
+* for each routing score — the student's confidence (the baseline) and the learned acceptor's
+  probability of agreeing with the teacher (distil's default; a lone static student's acceptor also
+  reads the ngram's answer, which then runs beside it) —
 * the share answered locally, in all and per rung, and the agreement with the teacher on it;
 * the out-of-scope share answered locally (clinc150);
 * the cost of 1M requests: each rung's CPU cost on the inputs that reach it, the teacher's token cost
@@ -13,7 +16,7 @@ guard in the static space), and on the test set for each target:
 Run::
 
     .venv/bin/python benchmarks/bench_ladder.py [--sets noisy,clinc150] [--targets 0.95,0.99]
-        [--students ngram,static,ensemble] [--cascades "ngram>static;ngram>ensemble"]
+        [--students ngram,static,ensemble] [--cascades "ngram>static;ngram>ensemble"] [--scores confidence,acceptor]
 """
 
 from __future__ import annotations
@@ -61,15 +64,16 @@ def measure(router: Router, stream: Stream, costs: dict[str, float]) -> list[str
     local = np.array([s.source == "student" and not s.degraded for s in served])
     agree = np.array([s.label == a for s, a in zip(served, answers, strict=True)])
     off = router.decide(stream.off_topic)
-    rungs = rung_shares(served, router.config.rungs)
+    rungs = rung_shares(served, router.config.rungs, router.config.companions)  # companions: their cost only
     cost = sum(r["reached"] * costs[r["member"]] for r in rungs) + (1 - local.mean()) * TEACHER_COST_1M
-    return [f"{local.mean():.1%}", " + ".join(f"{r['answered']:.1%}" for r in rungs),
+    return [f"{local.mean():.1%}", " + ".join(f"{r['answered']:.1%}" for r in rungs if not r.get("companion")),
             f"{agree[local].mean():.4f}" if local.any() else "nan",
             f"{np.mean([d.source == 'student' for d in off]):.1%}", f"${cost:.2f}"]
 
 
 def run_stream(
-    stream: Stream, targets: list[float], root: Path, seed: int, routes: dict[str, tuple[tuple[str, ...], str]]
+    stream: Stream, targets: list[float], root: Path, seed: int, routes: dict[str, tuple[tuple[str, ...], str]],
+    scores: list[str],
 ) -> list[list[str]]:
     students = tuple(dict.fromkeys(m for ladder, member in routes.values() for m in (*ladder, member)))
     out = (root / stream.name.split(",")[0].replace(" ", "_") / ("noisy" if "random" in stream.name else "gold")
@@ -81,14 +85,17 @@ def run_stream(
     held = set(art.heldout().texts)
     train_texts = [t for t in labeled.texts if t not in held]
     rows = []
+    cache: dict[object, np.ndarray] = {}  # each member cross-fitted once for all routers
     for name, (ladder, member) in routes.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RoutingWarning)
-            fit_router(out, train_texts, target_agreement=targets[0], labeled=labeled, seed=seed, member=member,
-                       ladder=ladder)
-            for target in targets:
-                router = Router.load(out, target_agreement=target)
-                rows.append([stream.name, str(target), name, *measure(router, stream, costs)])
+        for score in scores:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RoutingWarning)
+                cfg = fit_router(out, train_texts, target_agreement=targets[0], labeled=labeled, seed=seed,
+                                 member=member, ladder=ladder, score=score, calibration_cache=cache)
+                label = f"{name} [{score}" + (f", reads {','.join(cfg.companions)}]" if cfg.companions else "]")
+                for target in targets:
+                    router = Router.load(out, target_agreement=target)
+                    rows.append([stream.name, str(target), label, *measure(router, stream, costs)])
     print(f"{stream.name}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     return rows
 
@@ -101,6 +108,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--students", default="ngram,static", help="each is routed alone (and trained)")
     ap.add_argument("--cascades", default="ngram>static", help="';'-separated cascades, rungs joined by '>'")
+    ap.add_argument("--scores", default="confidence,acceptor",
+                    help="routing scores to compare: confidence (the top probability; the baseline), acceptor")
     args = ap.parse_args()
     routes = routers(args.students.split(","), [c.split(">") for c in args.cascades.split(";") if c])
     if not DATA.exists():
@@ -109,7 +118,7 @@ def main() -> int:
     targets = [float(x) for x in args.targets.split(",")]
     rows: list[list[str]] = []
     for stream in load_streams(args.sets.split(","), args.seed):
-        rows += run_stream(stream, targets, Path(args.out), args.seed, routes)
+        rows += run_stream(stream, targets, Path(args.out), args.seed, routes, args.scores.split(","))
     header = ["data", "target", "router", "answered locally", "per rung", "agreement (answered)",
               "off-topic answered locally", "cascade $/1M"]
     print(markdown_table(header, rows))

@@ -208,6 +208,25 @@ def test_the_ood_guard_knobs_reach_the_router(tmp_path: Path) -> None:
         assert flag in proc.stderr, proc.stderr
 
 
+def test_the_routing_score_knobs_reach_the_router_and_bad_ones_are_refused_before_training(tmp_path: Path) -> None:
+    from distil.cli.commands import _train_options
+    from distil.cli.parser import build_parser
+
+    parse = build_parser().parse_args
+    args = parse(["train", "t.toml", "--out", "s", "--route-score", "confidence", "--acceptor-with", "none"])
+    assert _train_options(args)["routing"] == {"score": "confidence", "acceptor_with": ()}
+    args = parse(["train", "t.toml", "--out", "s", "--students", "ngram,static", "--acceptor-with", "ngram"])
+    assert _train_options(args)["routing"] == {"acceptor_with": ("ngram",)}
+    task = write_task(tmp_path / "t")
+    for extra, words in ((["--acceptor-with", "gpt"], ("--acceptor-with", "'gpt'")),
+                         (["--students", "ngram,static", "--cascade", "ngram,static", "--acceptor-with", "ngram"],
+                          ("--acceptor-with", "--cascade")),
+                         (["--route-score", "vibes"], ("--route-score", "vibes"))):
+        proc = distil("train", str(task), "--out", str(tmp_path / "s"), *extra, cwd=tmp_path)
+        assert_clean_error(proc, 2, *words)
+    assert not (tmp_path / "s").exists()
+
+
 def test_train_before_any_labeling_names_the_command_that_fixes_it(tmp_path: Path) -> None:
     task = write_banking_task(tmp_path / "t", ["card_arrival", "exchange_rate"])
     proc = distil("train", str(task), "--out", str(tmp_path / "s"), "--students", "ngram", cwd=tmp_path)

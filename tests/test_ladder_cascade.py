@@ -99,10 +99,15 @@ def test_a_ladder_router_is_fitted_saved_and_served_rung_by_rung(ladder_artifact
     assert stored.answered == int(answered.sum()) and stored.agreed == int(agreed.sum())
     texts = ls.texts[:120]
     decisions = router.decide(texts)
-    ngram_conf = router.ladder[0].predict_proba(texts).max(axis=1)
-    for d, c in zip(decisions, ngram_conf, strict=True):
+    # each rung is routed on its acceptor's score; the second rung's acceptor reads the first rung's answer
+    assert router_json["score"] == "acceptor" and router_json["acceptors"]["static"]["companions"] == ["ngram"]
+    ngram_proba = router.ladder[0].predict_proba(texts)
+    ngram_score = router.acceptors["ngram"].score(ngram_proba, texts)
+    for d, c, p in zip(decisions, ngram_score, ngram_proba, strict=True):
+        if d.member == "ngram":
+            assert d.routing_score == pytest.approx(c) and d.confidence == pytest.approx(p.max())
         if d.member == "ngram" and d.source == "student":
-            assert d.confidence >= thr and c >= thr
+            assert d.routing_score is not None and d.routing_score >= thr
         if d.member == "static":
             assert c < thr and not d.ood  # only what the first rung did not answer reaches the second
     served = Cascade(router).served_on(texts, [ls.labels[i] for i in ls.hard[:120]])
@@ -111,6 +116,65 @@ def test_a_ladder_router_is_fitted_saved_and_served_rung_by_rung(ladder_artifact
     # a new target is certified again from the stored scores of both rungs, nothing retrained
     again = Router.load(art, target_agreement=0.9)
     assert again.config.threshold.method == "ladder-ltt-fallback" and again.config.threshold.target == 0.9
+
+
+def test_a_ladder_routed_on_confidence_compares_the_top_probability(
+    ladder_artifact: tuple[Path, Any], tmp_path: Path
+) -> None:
+    import shutil
+
+    from distil.route import Router, fit_router
+
+    src, ls = ladder_artifact
+    art = tmp_path / "art"
+    shutil.copytree(src, art)
+    cfg = fit_router(art, ls.texts, labeled=ls, ladder=("ngram",), member="static", score="confidence",
+                     target_agreement=0.8)
+    assert cfg.score == "confidence" and cfg.acceptors == {}
+    router = Router.load(art)
+    for d in router.decide(ls.texts[:60]):
+        assert d.routing_score == d.confidence == d.score
+        assert (d.source == "student") == (d.routing_score >= router.threshold and not d.ood)
+
+
+def test_a_lone_student_reads_its_companion_and_the_served_cost_counts_it(
+    ladder_artifact: tuple[Path, Any], tmp_path: Path
+) -> None:
+    import shutil
+
+    from distil.cascade import Cascade, rung_shares
+    from distil.route import Router, fit_router
+
+    src, ls = ladder_artifact
+    art = tmp_path / "art"
+    shutil.copytree(src, art)
+    cfg = fit_router(art, ls.texts, labeled=ls, member="static", target_agreement=0.8)  # companion: auto
+    assert cfg.score == "acceptor" and cfg.companions == ["ngram"] and not cfg.ladder
+    router = Router.load(art)
+    texts = ls.texts[:50]
+    ngram_p, static_p = router.companions[0].predict_proba(texts), router.student.predict_proba(texts)
+    expected = router.acceptors["static"].score(static_p, texts, [ngram_p])
+    decisions = router.decide(texts)
+    assert [d.routing_score for d in decisions] == pytest.approx(list(expected))
+    assert all(d.member == "static" for d in decisions)
+    shares = rung_shares(Cascade(router).served_on(texts, [ls.labels[i] for i in ls.hard[:50]]),
+                         router.config.rungs, router.config.companions)
+    assert shares[0] == {"member": "ngram", "answered": 0.0, "reached": 1.0, "companion": True}
+    # an older router.json (format 1, no routing score) still loads and routes on the confidence
+    data = json.loads((art / "router.json").read_text())
+    for key in ("score", "acceptors", "companions"):
+        data.pop(key)
+    (art / "router.json").write_text(json.dumps({**data, "format_version": 1}))
+    old = Router.load(art)
+    assert old.config.score == "confidence" and not old.acceptors and not old.companions
+    assert all(d.routing_score == d.confidence for d in old.decide(texts))
+    # a member certified on the held-out split (finetune cannot be cross-fitted) has its companion scored there too
+    held = fit_router(art, ls.texts, labeled=ls, member="static", calibration="heldout", target_agreement=0.8)
+    assert held.companions == ["ngram"] and held.info["calibration"] == "heldout"
+    # a companion that is the routed member, or not trained, is refused
+    for bad in (("static",), ("encoder",)):
+        with pytest.raises(ConfigError, match="--acceptor-with"):
+            fit_router(art, ls.texts, labeled=ls, member="static", acceptor_with=bad)
 
 
 def test_a_cascade_of_members_the_artifact_lacks_is_refused(ladder_artifact: tuple[Path, Any]) -> None:

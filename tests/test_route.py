@@ -359,8 +359,11 @@ def test_fit_router_writes_router_json_and_ood_npz(
     art, _task, pool, test = banking_artifact
     cfg = fit_router(art, pool, target_agreement=0.9)
     data = json.loads((art / "router.json").read_text())
-    assert data["format_version"] == 1 and data["member"] == "ngram"
+    assert data["format_version"] == 2 and data["member"] == "ngram"
     assert data["ood"]["method"] == "knn" and (art / "ood.npz").exists()
+    # routed on the learned acceptor's score: the ngram alone has no companion
+    assert data["score"] == "acceptor" and data["companions"] == []
+    assert data["acceptors"]["ngram"]["features"] == ["log_odds", "log_chars"]
     th = cfg.threshold
     assert th.n > 0 and 0 <= th.teacher_share <= 1
     if th.qualified:

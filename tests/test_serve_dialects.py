@@ -168,5 +168,6 @@ def test_distil_serve_says_how_it_routes_at_start(
         proc.terminate()
         printed, _ = proc.communicate(timeout=30)
     assert f"on http://127.0.0.1:{port}" in printed
-    assert "routing: threshold" in printed and "OOD guard: on" in printed and "teacher: " in printed
+    assert "routing on the learned acceptor's P(agree with the teacher): threshold" in printed
+    assert "OOD guard: on" in printed and "teacher: " in printed
     assert "/v1/classify" in printed and "Traceback" not in printed

@@ -1,7 +1,8 @@
 """Who answers an input: the one rule the server and ``evaluate()`` share.
 
-The student answers when it is confident (probability ≥ the router's threshold) and the input is
-in distribution (the OOD guard does not flag it); otherwise the teacher answers; when the teacher
+The student answers when its routing score (the learned acceptor's probability that it agrees with
+the teacher, or its confidence) is at least the router's threshold and the input is in
+distribution (the OOD guard does not flag it); otherwise the teacher answers; when the teacher
 gives no usable answer, the student answers anyway, marked ``degraded``.
 
 :meth:`Cascade.decide` is the first half (the router's decisions, no teacher involved);
@@ -35,10 +36,11 @@ class Served:
     degraded: bool = False
     degraded_reason: str | None = None
     member: str | None = None  # the ladder member whose answer was computed last (the one that answered)
+    routing_score: float | None = None  # what the router compared with its threshold
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, as the server returns it (``degraded_reason`` only when degraded; ``member`` when a
-        student answered)."""
+        student answered; ``routing_score`` when the router scored the input)."""
         out: dict[str, Any] = {
             "label": self.label, "score": round(self.score, 6), "source": self.source,
             "confidence": round(self.confidence, 6), "ood": self.ood, "degraded": self.degraded,
@@ -47,6 +49,8 @@ class Served:
             out["degraded_reason"] = self.degraded_reason
         if self.source == "student" and self.member is not None:
             out["member"] = self.member
+        if self.routing_score is not None:
+            out["routing_score"] = round(self.routing_score, 6)
         return out
 
 
@@ -58,15 +62,17 @@ def resolve(
     """Merge the teacher's answers (input index → (label, score) or None) into the decisions."""
     out: list[Served] = []
     for i, d in enumerate(decisions):
+        rs = d.routing_score
         if d.source == "student":
-            out.append(Served(d.label, d.score, "student", d.confidence, d.ood, member=d.member))
+            out.append(Served(d.label, d.score, "student", d.confidence, d.ood, member=d.member, routing_score=rs))
             continue
         ans = teacher.get(i)
         if ans is not None:
-            out.append(Served(ans[0], ans[1], "teacher", d.confidence, d.ood, member=d.member))
+            out.append(Served(ans[0], ans[1], "teacher", d.confidence, d.ood, member=d.member, routing_score=rs))
         else:
             out.append(Served(d.label, d.score, "student", d.confidence, d.ood, degraded=True,
-                              degraded_reason=reason or "teacher gave no usable answer", member=d.member))
+                              degraded_reason=reason or "teacher gave no usable answer", member=d.member,
+                              routing_score=rs))
     return out
 
 
@@ -92,14 +98,20 @@ class Cascade:
         return resolve(decisions, known)
 
 
-def rung_shares(served: Sequence[Served], rungs: Sequence[str]) -> list[dict[str, Any]]:
+def rung_shares(
+    served: Sequence[Served], rungs: Sequence[str], companions: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Per rung, cheapest first: the share of inputs it answered, and the share it ran on (``reached``).
 
     A rung runs on every input the rungs before it did not answer (a flagged input stops at the first).
+    ``companions`` (members run beside a lone routed student so that its acceptor reads their answers)
+    come first, marked ``companion``: they run on every input and answer none.
     """
     n = max(1, len(served))
     depth = [rungs.index(s.member) if s.member in rungs else 0 for s in served]
-    return [
+    beside = [{"member": name, "answered": 0.0, "reached": 1.0 if served else 0.0, "companion": True}
+              for name in companions]
+    return beside + [
         {
             "member": name,
             "answered": sum(1 for s, d in zip(served, depth, strict=True)

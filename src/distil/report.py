@@ -355,12 +355,17 @@ def _served_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(what, value) rows of the served block: who answered, how well, at what cost."""
     ci = s.get("local_agreement_ci")
     local = _pct(s.get("local_agreement")) + (f" (95% CI {_pct(ci[0])}–{_pct(ci[1])})" if ci else "")
+    rungs = s.get("rungs") or []
+    score = "acceptor score" if s.get("score") == "acceptor" else "confidence"
     rows = [
-        ("stored threshold (target)", f"{_num(s.get('threshold'), 3) if s.get('threshold') is not None else 'none'}"
-                                      f" (agreement ≥ {_pct(s.get('target_agreement'))})"),
+        (f"stored threshold on the {score} (target)",
+         f"{_num(s.get('threshold'), 3) if s.get('threshold') is not None else 'none'}"
+         f" (agreement ≥ {_pct(s.get('target_agreement'))})"),
         ("answered by the student alone", _pct(s.get("coverage"))),
         *[(f"… by the {r['member']} rung (it ran on {_pct(r['reached'])})", _pct(r["answered"]))
-          for r in (s.get("rungs") or []) if len(s.get("rungs") or []) > 1],
+          for r in rungs if len(rungs) > 1 and not r.get("companion")],
+        *[(f"{r['member']} run beside it for the acceptor (on {_pct(r['reached'])})", "answers none alone")
+          for r in rungs if r.get("companion")],
         ("sent to the teacher", _pct(None if s.get("coverage") is None else 1 - s["coverage"])),
         ("flagged off-distribution by the guard", _pct(s.get("ood_share")) if s.get("ood_guard") else "no guard"),
         ("agreement with the teacher on what the student answered", local),

@@ -2,61 +2,58 @@
 
 The student answers an input when two things hold:
 
-1. **It is confident**: its calibrated top probability is at least a threshold ``t`` chosen on
-   held-out, teacher-labeled data so that, on the inputs it would answer, its agreement with the
-   teacher is at least a target (say 0.99) *with a finite-sample guarantee* (below).
-2. **The input looks like its training data**: an out-of-distribution (OOD) detector fitted on the
-   student's :meth:`~distil.students.base.Student.features` of its training texts does not flag it.
-   A confident student can be confidently wrong on inputs unlike anything it has seen (a query for
-   another product, another language); the OOD guard sends those to the teacher.
+1. **Its routing score is high enough**: the score is at least a threshold ``t`` chosen on
+   teacher-labeled calibration data so that, on the inputs it would answer, its agreement with the
+   teacher is at least a target (say 0.99) *with a finite-sample guarantee* (below).  The score is
+   the learned acceptor's probability that the student agrees with the teacher
+   (:mod:`distil.acceptor`: confidence, text length and the answers of cheaper rungs),
+   or, with ``score="confidence"``, the student's calibrated top probability.
+2. **The input looks like its training data**: an out-of-distribution (OOD) detector fitted on a
+   member's :meth:`~distil.students.base.Student.features` of the training texts (a semantic member
+   when the artifact has one) does not flag it.  A confident student can be confidently wrong on
+   inputs unlike anything it has seen; the OOD guard sends those to the teacher.
 
 Everything else goes to the teacher.
 
-Threshold calibration (the guarantee)
--------------------------------------
-For a threshold ``t`` let ``A_t`` be the held-out inputs with confidence ≥ ``t`` (those the student
-would answer), ``n_t = |A_t|`` and ``k_t`` the number of them where the student agrees with the
-teacher.  Given ``n_t``, the agreements in ``A_t`` are i.i.d. Bernoulli(``p_t``) where ``p_t`` is the
-agreement rate the student will have on answered traffic from the same distribution.  We test
-``H_t: p_t < target`` with the one-sided Clopper–Pearson bound: reject (``t`` qualifies) when
+The guarantee
+-------------
+*With probability at least ``level`` (0.95) over the calibration data, the student's agreement with
+the teacher on the traffic it answers alone is at least the target* — for traffic drawn like the
+labeled pool, which the OOD guard and :mod:`distil.drift` watch.
 
-    LB_t = Beta.ppf(1 − level; k_t, n_t − k_t + 1) ≥ target,
+Calibration data: out-of-fold scores over the whole labeled pool (:func:`crossfit_scores`: five
+copies of the student, each scoring the fifth it did not learn; the acceptor is cross-fitted the
+same way on top), or the artifact's held-out split.  Candidates: the thresholds at which the student
+answers ``1/20, 2/20, …`` of the calibration inputs, fixed by the scores alone before any agreement is
+looked at.  Each candidate ``t`` answering ``n_t`` inputs, ``k_t`` of them in agreement, is tested for
+``H_t: agreement < target`` with the one-sided Clopper–Pearson bound
+``Beta.ppf(1 − α_t; k_t, n_t − k_t + 1) ≥ target``, by the fallback procedure of Learn-then-Test
+(Angelopoulos et al., 2021; Wiens & Dmitrienko): the family-wise error ``1 − level`` is spread over
+the candidates from the narrowest up, a candidate that passes hands its share on to the next, one that
+fails does not — so a few confident teacher errors at the top cannot zero the certificate — and the
+widest candidate that passes is kept.  ``method="sequence"`` keeps the older fixed-sequence scan
+(test from the most confident down, stop at the first failure).  If nothing passes, the threshold
+is ``inf``: every input goes to the teacher, and a :class:`RoutingWarning` says so.
 
-a test of size ``1 − level``.  Scanning many thresholds and keeping the lowest that passes would be
-a multiple-testing error: with 400 tries, one passes by luck.  We use **fixed-sequence testing**
-(the Learn-then-Test recipe of Angelopoulos et al., 2021): the candidate thresholds form a grid fixed
-*before* seeing the data (:func:`default_grid`), they are tested from high to low confidence, each at
-the full level, and the scan **stops at the first threshold that fails**.  The chosen threshold is the
-last one that passed.  The family-wise error is then at most ``1 − level``: to return a threshold whose
-true agreement is below target, the scan must pass the *first* such threshold in the sequence, which
-happens with probability at most ``1 − level``.
+A cascade through the ladder (``ngram → static → teacher``) has one threshold for every rung, and
+the same test is run on what the whole cascade answers (:func:`certify_ladder`).
 
-One refinement: at the top of the grid there may be so few answered inputs that even perfect
-agreement cannot pass (``n_t < log(1 − level) / log(target)``: 299 inputs at target 0.99, level 0.95),
-and a first test that barely can pass demands perfection (one disagreement among 299 ends the scan
-with nothing).  So grid points answering fewer than ``max(that minimum, start · n)`` held-out inputs
-(``start`` = 10 % by default) are skipped rather than counted as failures.  Because ``n_t`` only
-grows as ``t`` falls, they form a prefix of the sequence, and they are decided by the confidences
-alone — never by the agreements the tests look at — so the scan simply starts later.
-
-If no threshold qualifies, the threshold is ``inf``: every input goes to the teacher, and a
-:class:`RoutingWarning` says so.
-
-Caveat: the guarantee assumes the held-out inputs played no part in fitting the student.  The
-artifact's held-out split (``heldout.parquet``) also drives early stopping and the temperature; both
-are low-capacity choices, so the bias is small, but a split used only for this calibration would
-make the bound exact.  The guarantee is also about traffic *like the held-out data*; the OOD guard
-and :mod:`distil.drift` watch for traffic that is not.
+Caveats: the out-of-fold scores come from copies, not the served student (trained on all of the
+pool), and the acceptor scored on calibration inputs is the fold's, not the final one; both are
+low-variance refits, and the simulations in ``tests/test_route.py``, ``tests/test_ladder_cascade.py``
+and ``tests/test_acceptor.py`` measure the violation rate that results.
 
 The OOD threshold is the ``quantile`` (default 0.99) of the detector's in-distribution scores
 (held-out inputs, and for k-NN every reference row scored leave-one-out), so about 1 % of normal
-traffic is flagged.  Held-out inputs the detector
-flags are never answered by the student, so the confidence threshold is calibrated on the inputs
-that pass the OOD guard — the same set the student answers when serving.
+traffic is flagged.  Calibration inputs the detector flags are never answered by the student, so
+the threshold is certified on the inputs that pass the OOD guard — the same set the student answers
+when serving.
 
-Files in the artifact: ``router.json`` (threshold, its numbers, OOD settings) and ``ood.npz``
-(reference features or Mahalanobis statistics).  Both are plain JSON / ``.npz`` loaded with
-``allow_pickle=False``.  This module needs numpy (and scipy only to calibrate); no torch.
+Files in the artifact: ``router.json`` (threshold, its numbers, OOD settings, the acceptors'
+coefficients), ``ood.npz`` (reference features or Mahalanobis statistics) and ``calibration.npz`` /
+``ladder_calibration.npz`` (the calibration scores, so a new target is certified without
+retraining).  All plain JSON / ``.npz`` loaded with ``allow_pickle=False``.  Serving needs numpy
+only; calibrating needs scipy, fitting the acceptor scikit-learn.
 """
 
 from __future__ import annotations
@@ -69,13 +66,14 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
 from distil.errors import ArtifactError, ConfigError, DataError
 
 if TYPE_CHECKING:
+    from distil.acceptor import Acceptor
     from distil.artifact import Artifact
     from distil.data import LabeledSet
     from distil.students.base import Student
@@ -84,13 +82,13 @@ log = logging.getLogger(__name__)
 
 ROUTER_FILE = "router.json"
 OOD_FILE = "ood.npz"
-ROUTER_FORMAT_VERSION = 1
+ROUTER_FORMAT_VERSION = 2  # 2: the routing score may be the acceptor's (router.json "score")
 
 OODMethod = Literal["knn", "mahalanobis"]
 
 
 class RoutingWarning(UserWarning):
-    """No confidence threshold meets the target: every input goes to the teacher."""
+    """No threshold meets the target: every input goes to the teacher."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +140,7 @@ def default_grid() -> np.ndarray:
 
 @dataclass(frozen=True)
 class Threshold:
-    """A confidence threshold and what it does on the held-out data it was chosen on.
+    """A threshold on the routing score and what it does on the calibration data it was chosen on.
 
     The student answers when ``confidence >= value``; ``value = inf`` sends everything to the
     teacher.  ``lower_bound`` is the one-sided Clopper–Pearson bound at ``level`` of the agreement
@@ -215,7 +213,7 @@ def check_settings(settings: Mapping[str, Any]) -> None:
     """Refuse router settings outside their range before anything is trained (each named as its flag).
 
     Reads the :func:`fit_router` keywords present in ``settings``: ``target_agreement``, ``level``,
-    ``folds``, ``grid_size``, ``ood_quantile`` and ``k``.
+    ``folds``, ``grid_size``, ``ood_quantile``, ``k`` and ``score``.
     """
     if settings.get("target_agreement") is not None:
         _check_target(float(settings["target_agreement"]))
@@ -232,6 +230,8 @@ def check_settings(settings: Mapping[str, Any]) -> None:
                           hint="0.99 flags about 1% of normal traffic, 0.95 about 5%")
     if k is not None and int(k) < 1:
         raise ConfigError(f"the OOD guard's k (--ood-k) must be at least 1, found {k}", hint="e.g. --ood-k 3")
+    if settings.get("score") is not None:
+        _check_score(str(settings["score"]))
 
 
 def _as_inputs(confidence: np.ndarray, agree: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -288,19 +288,21 @@ def calibrate_threshold(
     grid: np.ndarray | None = None,
     start: float = 0.1,
 ) -> Threshold:
-    """Lowest confidence threshold whose answered agreement is ≥ ``target`` with probability ``level``.
+    """Lowest score threshold whose answered agreement is ≥ ``target`` with probability ``level``.
 
-    ``confidence`` holds the student's calibrated top probability on calibration inputs, ``agree``
+    ``confidence`` holds the routing score on calibration inputs (the student's calibrated top
+    probability, or its acceptor's out-of-fold probability of agreeing), ``agree``
     whether its label equals the teacher's; inputs that must never be answered (flagged OOD) can
     be given confidence ``-inf``.  If nothing qualifies, returns ``value = inf`` and warns with
     :class:`RoutingWarning`.
 
-    ``method="ltt"`` (the default; Learn-then-Test with a Bonferroni correction): the candidates are
+    ``method="ltt"`` (the default; Learn-then-Test by the fallback procedure): the candidates are
     the thresholds that answer ``1/grid_size, 2/grid_size, …`` of the calibration inputs (set by the
-    confidences alone, before the agreements are looked at); each is tested with the one-sided
-    Clopper–Pearson bound at level ``1 − (1 − level) / m`` (``m`` candidates that can pass at all), and
-    the one answering the most inputs among those that pass is chosen.  A few confident teacher
-    errors lower the bound of a candidate a little; they cannot stop the search.
+    scores alone, before the agreements are looked at); each is tested with the one-sided
+    Clopper–Pearson bound at its share ``(1 − level) / m`` of the error plus what the candidate before
+    it passed on (:func:`_fallback_levels`), and the one answering the most inputs among those that
+    pass is chosen.  A few confident teacher errors lower the bound of a candidate a little; they
+    cannot stop the search.
 
     ``method="sequence"`` is the earlier fixed-sequence scan over ``grid`` (default
     :func:`default_grid`) from high to low confidence, stopping at the first failure, after skipping
@@ -371,7 +373,7 @@ def _coverage_thresholds(conf: np.ndarray, shares: np.ndarray) -> np.ndarray:
 def _nothing_qualifies(n: int, target: float, level: float, *, tested: int, method: str) -> Threshold:
     """The threshold that sends everything to the teacher, with the warning that says so."""
     warnings.warn(
-        f"no confidence threshold reaches agreement >= {target} with {level:.0%} confidence on "
+        f"no threshold reaches agreement >= {target} with {level:.0%} confidence on "
         f"{n} calibration inputs (at least {min_answered(target, level)} answered inputs are needed even at "
         "perfect agreement): every input will go to the teacher. Label more data, lower the target, "
         "or train a stronger student.",
@@ -724,6 +726,7 @@ class Decision:
     source: Literal["student", "teacher"]
     ood_score: float | None = None
     member: str | None = None  # the ladder member whose answer ``label`` is (the one that answered, if any)
+    routing_score: float | None = None  # what the threshold was compared with (acceptor's P(agree) or confidence)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -742,6 +745,9 @@ class RouterConfig:
     created_at: float = field(default_factory=time.time)
     info: dict[str, Any] = field(default_factory=dict)
     ladder: list[str] = field(default_factory=list)  # cheaper members that answer first, in order
+    score: str = "confidence"  # what the threshold applies to: "confidence", or "acceptor" (P(agree))
+    acceptors: dict[str, Any] = field(default_factory=dict)  # rung -> its acceptor's parameters (None: confidence)
+    companions: list[str] = field(default_factory=list)  # run beside a lone routed student; its acceptor reads them
 
     @property
     def rungs(self) -> list[str]:
@@ -753,7 +759,8 @@ class RouterConfig:
         return {
             "format_version": self.format_version, "member": self.member, "labels": self.labels,
             "threshold": self.threshold.to_dict(), "ood": self.ood, "created_at": self.created_at,
-            "info": self.info, "ladder": self.ladder,
+            "info": self.info, "ladder": self.ladder, "score": self.score, "acceptors": self.acceptors,
+            "companions": self.companions,
         }
 
     @classmethod
@@ -772,6 +779,8 @@ class RouterConfig:
                 threshold=Threshold.from_dict(d["threshold"]), ood=d.get("ood"),
                 format_version=version, created_at=float(d.get("created_at", 0.0)),
                 info=dict(d.get("info", {})), ladder=[str(m) for m in d.get("ladder", [])],
+                score=str(d.get("score", "confidence")), acceptors=dict(d.get("acceptors") or {}),
+                companions=[str(m) for m in d.get("companions", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(
@@ -817,6 +826,9 @@ def _teacher_agreement(student: Student, heldout_labels: list[str], heldout_hard
 
 
 Calibration = Literal["crossfit", "heldout"]
+RouteScore = Literal["acceptor", "confidence"]
+ROUTE_SCORES = ("acceptor", "confidence")
+AUTO_COMPANIONS = ("ngram",)  # a routed student's acceptor reads the cheapest member's answer when it has one
 CALIBRATION_FILE = "calibration.npz"
 DEFAULT_FOLDS = 5
 _NO_CROSSFIT = ("finetune",)  # refitting these per fold costs a full fine-tune each
@@ -833,16 +845,27 @@ def crossfit_scores(
     stopping and the temperature) and scores the part it never saw.  Every labeled text then has a
     confidence from a student that did not learn it: a calibration set as large as the pool.
     """
+    proba = crossfit_proba(student, labeled, folds=folds, hard=hard, seed=seed)
+    return _teacher_agreement(student, labeled.labels, labeled.hard, proba)
+
+
+def crossfit_proba(
+    student: Student, labeled: LabeledSet, *, folds: int = DEFAULT_FOLDS, hard: bool = False, seed: int = 0
+) -> np.ndarray:
+    """Out-of-fold probabilities (columns in ``student.classes_`` order) of fresh copies of ``student``.
+
+    The folds depend on ``seed`` and the teacher's labels only, so two members cross-fitted with the
+    same seed score every text from copies that left out the same texts.
+    """
     check_settings({"folds": folds})
     rng = np.random.default_rng(seed)
     fold_of = _stratified_folds(labeled.hard, folds, rng)
-    conf = np.zeros(len(labeled), dtype=np.float64)
-    agree = np.zeros(len(labeled), dtype=bool)
+    proba = np.zeros((len(labeled), len(student.classes_)), dtype=np.float64)
     for f in range(folds):
         test = np.flatnonzero(fold_of == f)
         rest = np.flatnonzero(fold_of != f)
-        conf[test], agree[test] = _fold_scores(student, labeled, rest, test, hard=hard, rng=rng)
-    return conf, agree
+        proba[test] = _fold_proba(student, labeled, rest, test, hard=hard, rng=rng)
+    return proba
 
 
 def _stratified_folds(hard: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
@@ -856,11 +879,11 @@ def _stratified_folds(hard: np.ndarray, folds: int, rng: np.random.Generator) ->
     return fold_of
 
 
-def _fold_scores(
+def _fold_proba(
     student: Student, labeled: LabeledSet, rest: np.ndarray, test: np.ndarray, *, hard: bool,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Train a copy on ``rest`` (early stopping and temperature on a tenth of it); score ``test``."""
+) -> np.ndarray:
+    """Train a copy on ``rest`` (early stopping and temperature on a tenth of it); its probabilities on ``test``."""
     from distil.calibrate import fit_temperature
     from distil.students.base import softmax
 
@@ -873,9 +896,10 @@ def _fold_scores(
         [texts[i] for i in train], labeled.probs[train], labels=labeled.labels,
         val_texts=[texts[i] for i in val], val_probs=labeled.probs[val], hard=hard,
     )
+    if list(copy.classes_) != list(student.classes_):
+        raise ArtifactError("a cross-fitted copy ordered its labels differently from the student", hint=REFIT_HINT)
     temperature = fit_temperature(copy.predict_logits([texts[i] for i in val]), labeled.probs[val])
-    proba = softmax(copy.predict_logits([texts[i] for i in test]) / temperature)
-    return _teacher_agreement(copy, labeled.labels, labeled.hard[test], proba)
+    return np.asarray(softmax(copy.predict_logits([texts[i] for i in test]) / temperature), dtype=np.float64)
 
 
 def save_calibration(folder: Path, confidence: np.ndarray, agree: np.ndarray, kind: str) -> Path:
@@ -930,13 +954,14 @@ def certify_ladder(
     level: float = 0.95,
     grid_size: int = DEFAULT_GRID_SIZE,
 ) -> Threshold:
-    """The confidence threshold of a cascade through the ladder, certified for the whole cascade.
+    """The score threshold of a cascade through the ladder, certified for the whole cascade.
 
     ``ngram → static → teacher``: the cheapest rung answers the inputs on which its confidence is at
     least the threshold, the next rung sees the rest, and what no rung answers goes to the teacher.
-    One threshold for every rung: each rung is temperature-calibrated, so a confidence means about
-    the same on each, and one threshold keeps the certificate one-dimensional (full power, no
-    correction across rungs).  The OOD guard is shared: ``conf[r]`` is ``-inf`` on flagged inputs.
+    One threshold for every rung: a rung's score is its acceptor's probability of agreeing with the
+    teacher (or its temperature-calibrated confidence), so a score means about the same on each, and
+    one threshold keeps the certificate one-dimensional (full power, no correction across rungs).
+    The OOD guard is shared: ``conf[r]`` is ``-inf`` on flagged inputs.
 
     **The guarantee.**  The candidates are the thresholds at which the cascade answers ``1/grid_size,
     2/grid_size, …`` of the calibration inputs (set by the rungs' confidences alone, before any
@@ -1013,6 +1038,9 @@ def fit_router(
     grid_size: int = DEFAULT_GRID_SIZE,
     ood_space: str = "auto",
     ladder: Sequence[str] = (),
+    score: RouteScore = "acceptor",
+    acceptor_with: Sequence[str] | None = None,
+    calibration_cache: dict[Any, np.ndarray] | None = None,
 ) -> RouterConfig:
     """Fit the router of an artifact and write ``router.json`` (+ ``ood.npz``, ``calibration.npz``).
 
@@ -1022,7 +1050,7 @@ def fit_router(
     features it scores: ``"auto"`` takes a semantic one when the artifact has it (static, else encoder),
     so that an n-gram student is guarded by meaning rather than by shared words.
 
-    The confidence threshold is certified (``certificate``, ``level``, ``grid_size``: see
+    The threshold on the routing score is certified (``certificate``, ``level``, ``grid_size``: see
     :func:`calibrate_threshold`) on calibration scores: with ``calibration="crossfit"`` and the
     whole ``labeled`` pool, out-of-fold scores of ``folds`` copies of the member
     (:func:`crossfit_scores`); otherwise the member's own scores on ``artifact.heldout()``.  Held-out
@@ -1032,6 +1060,14 @@ def fit_router(
     ladder, e.g. ``ladder=("ngram",), member="static"``); each is scored on the same calibration inputs
     and one threshold is certified for the whole cascade (:func:`certify_ladder`); every rung's scores
     go to ``ladder_calibration.npz``.
+
+    ``score``: what the threshold applies to.  ``"acceptor"`` (the default): each rung's learned
+    acceptor (:mod:`distil.acceptor`), its probability that the rung agrees with the teacher, fitted
+    and scored out-of-fold on the same calibration inputs; rung ``r`` reads the answers of the rungs
+    before it, and a lone member reads those of ``acceptor_with`` (None: the ngram when the artifact
+    has it; ``()``: none), which then run beside it.  ``"confidence"``: the top probability.
+    ``calibration_cache``: a dict kept between calls on one artifact and pool (the benchmarks fit
+    several routers in turn), so that each member is cross-fitted once.
     """
     from distil.artifact import load_artifact
 
@@ -1039,7 +1075,6 @@ def fit_router(
     _check_level(level)
     art = load_artifact(artifact_dir)
     name = member or art.chosen
-    student = art.student(name)
     heldout = art.heldout()
     if len(heldout) == 0:
         raise ArtifactError(f"{art.path}: the held-out set is empty; the router cannot be calibrated")
@@ -1050,15 +1085,21 @@ def fit_router(
             method=ood_method, k=k, quantile=ood_quantile, max_reference=max_reference, seed=seed, space=space
         ),
     )
-    conf, agree, kind = _calibration_scores(
-        art, name, student, heldout, h_flag, labeled, calibration=calibration, folds=folds, seed=seed
-    )
     rungs = _check_ladder(art, name, ladder, certificate)
+    _check_score(score)
+    companions = _companions(art, name, rungs, score, acceptor_with)
+    cals = [_member_calibration(art, m, heldout, h_flag, labeled, calibration=calibration, folds=folds, seed=seed,
+                                cache=calibration_cache) for m in [*rungs, name]]
+    _check_kinds([*rungs, name], cals)
+    # companions are scored on the routed member's calibration inputs (held-out when it cannot be cross-fitted)
+    comp_cals = [_member_calibration(art, m, heldout, h_flag, labeled, calibration=cast(Calibration, cals[-1].kind),
+                                     folds=folds, seed=seed, cache=calibration_cache) for m in companions]
+    scores, acceptors = _routing_scores([*rungs, name], cals, companions, comp_cals, score=score, folds=folds,
+                                        seed=seed)
+    conf, agree, kind = scores[-1], cals[-1].agree, cals[-1].kind
     if rungs:
-        scores = [_calibration_scores(art, m, art.student(m), heldout, h_flag, labeled, calibration=calibration,
-                                      folds=folds, seed=seed) for m in rungs]
-        thr = _ladder_threshold(art.path, [*rungs, name], [*scores, (conf, agree, kind)], target_agreement, level,
-                                threshold, grid_size)
+        thr = _ladder_threshold(art.path, [*rungs, name], scores, [c.agree for c in cals], target_agreement,
+                                level, threshold, grid_size)
     elif threshold is not None:
         thr = evaluate_threshold(conf, agree, threshold, target=target_agreement, level=level)
     else:
@@ -1066,12 +1107,13 @@ def fit_router(
             conf, agree, target=target_agreement, level=level, method=certificate, grid_size=grid_size, start=start
         )
     cfg = RouterConfig(
-        member=name, labels=list(student.classes_), threshold=thr,
+        member=name, labels=list(art.student(name).classes_), threshold=thr,
         ood=ood.params() if ood is not None else None,
         info={"heldout": len(heldout), "heldout_ood_flagged": int(h_flag.sum()),
               "calibration": kind, "calibration_n": int(conf.size), "folds": folds if kind == "crossfit" else 0,
               "calibration_agreement_all": float(agree.mean())},
-        ladder=rungs,
+        ladder=rungs, score=score if any(acceptors.values()) else "confidence", acceptors=acceptors,
+        companions=companions if acceptors.get(name) else [],
     )
     if not rungs:
         (art.path / LADDER_CALIBRATION_FILE).unlink(missing_ok=True)
@@ -1098,21 +1140,32 @@ def _check_ladder(art: Artifact, routed: str, ladder: Sequence[str], certificate
 
 
 def _ladder_threshold(
-    folder: Path, members: list[str], scores: list[tuple[np.ndarray, np.ndarray, str]], target: float,
+    folder: Path, members: list[str], conf: list[np.ndarray], agree: list[np.ndarray], target: float,
     level: float, threshold: float | None, grid_size: int,
 ) -> Threshold:
     """The cascade's certified (or given) threshold from every rung's calibration scores; the scores saved."""
-    kinds = {kind for _, _, kind in scores}
-    if len(kinds) > 1:
-        raise ConfigError(
-            f"the cascade's rungs {members} were calibrated differently ({sorted(kinds)}): one of them cannot "
-            "be cross-fitted", hint="use --calibration heldout, or leave finetune out of the cascade",
-        )
-    conf, agree = [c for c, _, _ in scores], [a for _, a, _ in scores]
     save_ladder_calibration(folder, members, conf, agree)
     if threshold is not None:
         return _given_ladder_threshold(conf, agree, threshold, target, level)
     return certify_ladder(conf, agree, target=target, level=level, grid_size=grid_size)
+
+
+def _check_kinds(members: Sequence[str], cals: Sequence[_Cal]) -> None:
+    """Every rung and companion must be scored on the same calibration inputs."""
+    kinds = {c.kind for c in cals}
+    if len(kinds) > 1:
+        raise ConfigError(
+            f"the router's members {list(members)} were calibrated differently ({sorted(kinds)}): one of them "
+            "cannot be cross-fitted", hint="use --calibration heldout, or leave finetune out of the cascade",
+        )
+
+
+def _check_score(score: str) -> None:
+    if score not in ROUTE_SCORES:
+        raise ConfigError(f"the routing score (--route-score) must be one of {', '.join(ROUTE_SCORES)}, "
+                          f"found {score!r}",
+                          hint="acceptor (the default) learns who agrees with the teacher; confidence is the "
+                          "student's top probability")
 
 
 def _ood_space(art: Artifact, routed: str, wanted: str) -> str:
@@ -1151,23 +1204,96 @@ def _fit_ood(
     return ood, ood.predict(heldout_feats)
 
 
-def _calibration_scores(
-    art: Artifact, name: str, student: Student, heldout: LabeledSet, h_flag: np.ndarray,
+@dataclass
+class _Cal:
+    """One member's calibration inputs: probabilities, agreement with the teacher, the guard's flags."""
+
+    proba: np.ndarray
+    agree: np.ndarray
+    flagged: np.ndarray
+    kind: str
+    texts: list[str]
+
+    def confidence(self) -> np.ndarray:
+        """The top probability, ``-inf`` where the OOD guard flags (never answered)."""
+        return np.where(self.flagged, -np.inf, self.proba.max(axis=1))
+
+
+def _member_calibration(
+    art: Artifact, name: str, heldout: LabeledSet, h_flag: np.ndarray,
     labeled: LabeledSet | None, *, calibration: Calibration, folds: int, seed: int,
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """(confidence with OOD-flagged held-out inputs at -inf, agreement, which calibration was used)."""
+    cache: dict[Any, np.ndarray] | None = None,
+) -> _Cal:
+    """A member's calibration inputs: out-of-fold over the whole pool (crossfit), else its held-out scores.
+
+    ``cache``: out-of-fold probabilities kept between calls on the same artifact and pool (by member,
+    folds and seed), so that routers fitted in turn cross-fit each member once.
+    """
     if calibration not in ("crossfit", "heldout"):
         raise ConfigError(f"unknown calibration {calibration!r}; expected 'crossfit' or 'heldout'")
+    student = art.student(name)
     if calibration == "crossfit" and labeled is not None and len(labeled) >= 2 * folds and name not in _NO_CROSSFIT:
         record = next((r for r in art.ladder if r.get("name") == name), {})
-        conf, agree = crossfit_scores(student, labeled, folds=folds, hard=not record.get("soft", True), seed=seed)
+        key = (str(art.path), name, folds, seed, len(labeled))
+        proba = (cache or {}).get(key)
+        if proba is None:
+            proba = crossfit_proba(student, labeled, folds=folds, hard=not record.get("soft", True), seed=seed)
+        if cache is not None:
+            cache[key] = proba
+        _, agree = _teacher_agreement(student, labeled.labels, labeled.hard, proba)
         flagged = set(np.asarray(heldout.texts, dtype=object)[h_flag].tolist())
         # held-out texts are outside the OOD reference, so their flags are real; the others are in it
-        conf = np.where([t in flagged for t in labeled.texts], -np.inf, conf)
-        return conf, agree, "crossfit"
-    proba = student.predict_proba(heldout.texts)
-    conf, agree = _teacher_agreement(student, heldout.labels, heldout.hard, proba)
-    return np.where(h_flag, -np.inf, conf), agree, "heldout"
+        flags = np.array([t in flagged for t in labeled.texts], dtype=bool)
+        return _Cal(proba, agree, flags, "crossfit", list(labeled.texts))
+    proba = np.asarray(student.predict_proba(heldout.texts), dtype=np.float64)
+    _, agree = _teacher_agreement(student, heldout.labels, heldout.hard, proba)
+    return _Cal(proba, agree, np.asarray(h_flag, dtype=bool), "heldout", list(heldout.texts))
+
+
+def _companions(
+    art: Artifact, routed: str, rungs: Sequence[str], score: RouteScore, wanted: Sequence[str] | None
+) -> list[str]:
+    """The members whose answers the routed member's acceptor reads (none for a ladder: its rungs do)."""
+    if score != "acceptor" or rungs:
+        if wanted:
+            raise ConfigError("--acceptor-with: companions are for one routed student scored by the acceptor; "
+                              "a cascade's rungs already read the rungs before them",
+                              hint="drop --acceptor-with, or --cascade")
+        return []
+    if wanted is None:
+        return [m for m in AUTO_COMPANIONS if m in art.members() and m != routed][:1]
+    bad = [m for m in wanted if m not in art.members() or m == routed]
+    if bad or len(set(wanted)) != len(wanted):
+        raise ConfigError(
+            f"--acceptor-with: companions must be distinct trained members other than the routed {routed!r} "
+            f"(the artifact has {art.members()}); not usable: {sorted(set(bad)) or list(wanted)}",
+            hint="e.g. --acceptor-with ngram, or --acceptor-with none",
+        )
+    return list(wanted)
+
+
+def _routing_scores(
+    members: Sequence[str], cals: Sequence[_Cal], companions: Sequence[str], comp_cals: Sequence[_Cal],
+    *, score: RouteScore, folds: int, seed: int,
+) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Each rung's calibration scores (``-inf`` where flagged) and its acceptor's parameters (None: confidence).
+
+    With ``score="acceptor"`` rung ``r`` reads the rungs before it (or, alone, its companions); its
+    scores are out-of-fold acceptor scores (:func:`distil.acceptor.crossfit_acceptor`).
+    """
+    if score == "confidence":
+        return [c.confidence() for c in cals], {}
+    from distil.acceptor import crossfit_acceptor, features
+
+    out: list[np.ndarray] = []
+    params: dict[str, Any] = {}
+    for r, (name, cal) in enumerate(zip(members, cals, strict=True)):
+        names, priors = (list(members[:r]), cals[:r]) if r else (list(companions), comp_cals)
+        x = features(cal.proba, cal.texts, [p.proba for p in priors])
+        oof, acceptor = crossfit_acceptor(x, cal.agree, names, folds=folds, seed=seed, usable=~cal.flagged)
+        params[name] = acceptor.to_dict() if acceptor is not None else None
+        out.append(np.where(cal.flagged, -np.inf, oof) if acceptor is not None else cal.confidence())
+    return out, params
 
 
 def _save_router(
@@ -1183,15 +1309,19 @@ def _save_router(
 
 
 class Router:
-    """A student (or a ladder of them), the confidence threshold and the OOD guard: who answers each input.
+    """A student (or a ladder of them), the threshold on its routing score and the OOD guard: who answers each input.
 
     ``ladder``: the students of ``config.ladder``, cheaper than ``student``; each answers, in order,
-    the inputs it is confident on, and ``student`` sees the rest (:func:`certify_ladder`).
+    the inputs it scores high enough on, and ``student`` sees the rest (:func:`certify_ladder`).
+    ``acceptors``: per rung, the learned acceptor whose score the threshold applies to (a rung without
+    one is routed on its confidence); ``companions``: the students of ``config.companions``, run
+    beside a lone ``student`` so that its acceptor can read their answers.
     """
 
     def __init__(
         self, student: Student, config: RouterConfig, ood: OODDetector | None = None,
         ood_student: Student | None = None, ladder: Sequence[Student] = (),
+        acceptors: Mapping[str, Acceptor] | None = None, companions: Sequence[Student] = (),
     ) -> None:
         self.student = student
         self.config = config
@@ -1199,12 +1329,16 @@ class Router:
         self.ood_student = ood_student or student  # whose features the guard scores
         self.labels = list(student.classes_)
         self.ladder = list(ladder)
+        self.acceptors = dict(acceptors or {})
+        self.companions = list(companions)
         if len(self.ladder) != len(config.ladder):
             raise ArtifactError(f"router: {len(config.ladder)} ladder members named, {len(self.ladder)} given")
+        if len(self.companions) != len(config.companions):
+            raise ArtifactError(f"router: {len(config.companions)} companions named, {len(self.companions)} given")
 
     @property
     def threshold(self) -> float:
-        """The confidence threshold in force (``inf`` = everything to the teacher)."""
+        """The routing-score threshold in force (``inf`` = everything to the teacher)."""
         return self.config.threshold.value
 
     @classmethod
@@ -1239,6 +1373,8 @@ class Router:
             ood = OODDetector.load(art.path, cfg.ood) if cfg.ood else None
             space = (cfg.ood or {}).get("space") or cfg.member
             ood_student = art.student(space) if space != cfg.member else student
+            acceptors = _load_acceptors(art, cfg)
+            companions = [art.student(m) for m in _members_named(art, cfg.companions, "companions")]
         else:
             student = art.student()
             cfg = RouterConfig(
@@ -1252,16 +1388,16 @@ class Router:
             )
             ood = None
             ood_student = student
-            ladder = []
+            ladder, acceptors, companions = [], {}, []
             log.warning(
                 "%s has no %s: calibrating the threshold now, without an OOD guard", art.path, ROUTER_FILE
             )
-        if any(list(s.classes_) != list(cfg.labels) for s in (student, *ladder)):
+        if any(list(s.classes_) != list(cfg.labels) for s in (student, *ladder, *companions)):
             raise ArtifactError(
                 f"{art.path / ROUTER_FILE}: label order differs from the student's",
                 hint=REFIT_HINT,
             )
-        router = cls(student, cfg, ood, ood_student, ladder)
+        router = cls(student, cfg, ood, ood_student, ladder, acceptors, companions)
         recalibrate = threshold is not None or not has_router or (
             target_agreement is not None and target_agreement != cfg.threshold.target
         ) or (level is not None and level != cfg.threshold.level)
@@ -1293,39 +1429,55 @@ class Router:
         self.config.threshold = thr
 
     def decide(self, texts: Sequence[str]) -> list[Decision]:
-        """Route each text: the answer, its confidence, the OOD flag, who should answer, and which member.
+        """Route each text: the answer, its routing score and confidence, the OOD flag, who should answer.
 
         The ladder's members run first, each on the inputs the ones before it did not answer; an input
         the guard flags stops at the first member (its answer is only a fallback for a failed teacher).
+        A rung answers where its routing score (its acceptor's, else its confidence) is at least the
+        threshold; its acceptor reads the answers of the rungs before it (or of the companions).
         """
         texts = list(texts)
         if not texts:
             return []
         flags, oscore = self._ood_flags(texts)
         n, thr = len(texts), self.threshold
-        top, conf = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.float64)
+        top, conf, score = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.float64)
         member: list[str | None] = [None] * n
         answered = np.zeros(n, dtype=bool)
         pending = np.arange(n)
-        for name, student in zip(self.config.rungs, [*self.ladder, self.student], strict=True):
+        earlier = [self._proba(c, texts) for c in self.companions]  # whole-batch probabilities read by acceptors
+        for r, (name, student) in enumerate(zip(self.config.rungs, [*self.ladder, self.student], strict=True)):
             if pending.size == 0:
                 break
-            proba = self._proba(student, [texts[i] for i in pending])
+            sub = [texts[i] for i in pending]
+            proba = self._proba(student, sub)
             top[pending] = proba.argmax(axis=1)
             conf[pending] = proba[np.arange(pending.size), top[pending]]
+            score[pending] = self._score(name, proba, sub, [q[pending] for q in earlier])
             for i in pending:
                 member[i] = name
-            ok = ~flags[pending] & (conf[pending] >= thr)
+            ok = ~flags[pending] & (score[pending] >= thr)
             answered[pending[ok]] = True
+            full = np.zeros((n, proba.shape[1]))
+            full[pending] = proba
+            earlier = earlier if r == 0 and self.companions else [*earlier, full]
             pending = pending[~ok & ~flags[pending]]
         return [
             Decision(
                 label=self.labels[int(top[i])], score=float(conf[i]), confidence=float(conf[i]),
                 ood=bool(flags[i]), source="student" if answered[i] else "teacher",
                 ood_score=float(oscore[i]) if oscore is not None else None, member=member[i],
+                routing_score=float(score[i]),
             )
             for i in range(n)
         ]
+
+    def _score(self, name: str, proba: np.ndarray, texts: list[str], earlier: list[np.ndarray]) -> np.ndarray:
+        """A rung's routing score: its acceptor's P(agree), else its top probability."""
+        acceptor = self.acceptors.get(name)
+        if acceptor is None:
+            return np.asarray(proba.max(axis=1), dtype=np.float64)
+        return acceptor.score(proba, texts, earlier[: len(acceptor.companions)])
 
     def _ood_flags(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
         """(flagged, OOD score) per text; nothing flagged without a guard."""
@@ -1346,14 +1498,31 @@ class Router:
 
 def _ladder_members(art: Artifact, cfg: RouterConfig) -> list[str]:
     """``cfg.ladder``, each checked to be a member of the artifact."""
-    missing = [m for m in cfg.ladder if m not in art.members()]
+    return _members_named(art, cfg.ladder, "ladder")
+
+
+def _members_named(art: Artifact, names: Sequence[str], what: str) -> list[str]:
+    """``names`` (router.json's ``what``), each checked to be a member of the artifact."""
+    missing = [m for m in names if m not in art.members()]
     if missing:
         raise ArtifactError(
-            f"{art.path / ROUTER_FILE}: its ladder names {missing}, which the artifact does not hold "
+            f"{art.path / ROUTER_FILE}: its {what} names {missing}, which the artifact does not hold "
             f"(it has {art.members()})",
             hint=REFIT_HINT,
         )
-    return list(cfg.ladder)
+    return list(names)
+
+
+def _load_acceptors(art: Artifact, cfg: RouterConfig) -> dict[str, Acceptor]:
+    """The rungs' acceptors from router.json (a rung without one is routed on its confidence)."""
+    from distil.acceptor import Acceptor
+
+    source = str(art.path / ROUTER_FILE)
+    out = {m: Acceptor.from_dict(p, source=source) for m, p in cfg.acceptors.items() if p is not None}
+    unknown = sorted(set(out) - set(cfg.rungs))
+    if unknown:
+        raise ArtifactError(f"{source}: acceptors for {unknown}, which the router does not route", hint=REFIT_HINT)
+    return out
 
 
 def _recertify_ladder(

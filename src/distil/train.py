@@ -81,12 +81,19 @@ class TrainResult:
             t = self.router.threshold
             rungs = self.router.rungs if self.router.ladder else []
             lines.append(
-                f"router: confidence threshold {t.value:.4f} for agreement >= {t.target} "
+                f"router: {_score_name(self.router)} threshold {t.value:.4f} for agreement >= {t.target} "
                 f"(95% lower bound {t.lower_bound:.4f}); expected share sent to the teacher {t.teacher_share:.1%}"
                 + (f"; cascade {' → '.join(rungs)} → teacher" if rungs else "")
             )
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _score_name(router: Any) -> str:
+    """What the router's threshold applies to, in words."""
+    if router.score != "acceptor":
+        return "confidence"
+    return "acceptor" + (f" (reading {', '.join(router.companions)})" if router.companions else "")
 
 
 def _ladder_line(r: dict[str, Any]) -> str:

@@ -59,7 +59,8 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
         key: value
         for key, value in (("level", args.level), ("calibration", args.calibration), ("folds", args.folds),
                            ("grid_size", args.grid_size), ("ood_quantile", args.ood_quantile), ("k", args.ood_k),
-                           ("ood_space", args.ood_space))
+                           ("ood_space", args.ood_space), ("score", args.route_score),
+                           ("acceptor_with", _acceptor_with(args.acceptor_with, rungs, kwargs.get("students"))))
         if value is not None
     }
     from distil.train import check_routing
@@ -70,6 +71,25 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
     if routing:
         kwargs["routing"] = routing
     return kwargs
+
+
+def _acceptor_with(spec: str | None, rungs: list[str], students: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """``--acceptor-with ngram`` as a tuple of members (``none``: no companion; None: the automatic choice)."""
+    if spec is None or spec.strip() == "auto":
+        return None
+    if spec.strip() == "none":
+        return ()
+    from distil.students.base import LADDER
+
+    names = tuple(m.strip() for m in spec.split(",") if m.strip())
+    trained = students or LADDER
+    if rungs or not names or any(m not in trained for m in names):
+        raise ConfigError(
+            f"--acceptor-with: expected members that this run trains ({', '.join(trained)}), found {spec!r}"
+            + (" with --cascade (a cascade's rungs already read the rungs before them)" if rungs else ""),
+            hint="e.g. --acceptor-with ngram, or --acceptor-with none",
+        )
+    return names
 
 
 def _students(spec: str | None) -> tuple[str, ...] | None:

@@ -196,6 +196,12 @@ def _add_train(sub: Subparsers) -> None:
                    help="serve a cascade through the ladder, cheapest first, e.g. ngram,static: each rung "
                    "answers what it is confident on, the next sees the rest, the teacher the remainder; "
                    "one threshold certified for the whole cascade")
+    s.add_argument("--route-score", choices=["acceptor", "confidence"],
+                   help="what the certified threshold applies to: the learned acceptor's probability that the "
+                   "student agrees with the teacher (acceptor, the default), or the student's top probability")
+    s.add_argument("--acceptor-with", metavar="MEMBERS",
+                   help="cheap members run beside the routed student whose answers its acceptor reads "
+                   "(default auto: ngram when trained; 'none' for no companion)")
     s.add_argument("--ood-quantile", type=float,
                    help="the OOD guard flags inputs less typical than this share of in-distribution texts "
                    "(default 0.99: about 1%% of normal traffic goes to the teacher)")
@@ -277,7 +283,7 @@ def _add_serve(sub: Subparsers) -> None:
     s.add_argument("--target-agreement", type=float,
                    help="certify a new threshold for this agreement on the artifact's calibration scores")
     s.add_argument("--level", type=float, help="confidence level of that certificate (default: the stored one)")
-    s.add_argument("--threshold", type=float, help="use this confidence threshold as it is (no certificate)")
+    s.add_argument("--threshold", type=float, help="use this threshold on the routing score as it is (no certificate)")
     s.add_argument("--max-wait-ms", type=float, default=0.0,
                    help="wait up to this long to batch requests for the student (default 0: batch only what "
                    "is already waiting)")

@@ -100,13 +100,14 @@ def served_block(
     threshold = cascade.router.config.threshold
     local = [a.source == "student" for a in answers]
     agreed = sum(a.label == t for a, t, here in zip(answers, teacher_labels, local, strict=True) if here)
-    rungs = rung_shares(answers, cascade.router.config.rungs)
+    rungs = rung_shares(answers, cascade.router.config.rungs, cascade.router.config.companions)
     costs = {cascade.router.config.member: student_cost_per_1m, **(member_costs or {})}
     for rung in rungs:
         rung["cost_per_1m"] = costs.get(rung["member"])
     return {
         "threshold": None if not math.isfinite(threshold.value) else threshold.value,
         "target_agreement": threshold.target,
+        "score": cascade.router.config.score,
         "ood_guard": cascade.router.ood is not None,
         **summary,
         "rungs": rungs,

@@ -13,7 +13,9 @@ Endpoints
     ``{"inputs": "text" | ["text", ...]}`` → ``[{"label", "score", "source", "confidence", "ood",
     "degraded"}, ...]``, one per input, in order.  ``source`` is ``"student"`` or ``"teacher"``;
     ``score`` is the probability the answering model gave ``label``; ``confidence`` is the
-    student's calibrated top probability; ``ood`` says the input looked unlike the training data;
+    student's calibrated top probability; ``routing_score`` is what the router compared with its
+    threshold (the learned acceptor's probability that the student agrees with the teacher, or the
+    confidence); ``ood`` says the input looked unlike the training data;
     ``degraded`` is true when the input should have gone to the teacher but the teacher could not
     answer (down, slow, circuit open, no teacher configured), so the student answered instead.
 ``POST /v1/chat/completions``

@@ -200,7 +200,7 @@ def readiness(st: ServerState, ok: bool) -> dict[str, Any]:
     teacher = st.breaker.state if st.gateway.available else "none"
     reasons = []
     if not local:
-        reasons.append("no confidence threshold met the target agreement: every input goes to the teacher")
+        reasons.append("no threshold met the target agreement: every input goes to the teacher")
     if teacher == "none":
         reasons.append("no teacher: the student answers everything, marked degraded where it should not")
     elif teacher == "open":
@@ -214,7 +214,8 @@ def readiness(st: ServerState, ok: bool) -> dict[str, Any]:
     return {
         "ready": ok, "student": st.router.config.member, "threshold": threshold if local else None,
         "answers_locally": local, "ood_guard": st.router.ood is not None, "teacher": teacher,
-        "degraded": reasons, "rungs": st.router.config.rungs,
+        "degraded": reasons, "rungs": st.router.config.rungs, "score": st.router.config.score,
+        "companions": st.router.config.companions,
     }
 
 
@@ -230,12 +231,20 @@ def describe_server(st: ServerState, url: str) -> str:
     return "\n".join([
         f"distil serving {st.model_name} on {url}",
         f"  students: {rungs}; labels: {len(router.labels)}",
-        f"  routing: {router.config.threshold.describe()}",
+        f"  routing on the {_score_words(router.config)}: {router.config.threshold.describe()}",
         f"  OOD guard: {guard}",
         f"  teacher: {teacher}",
         f"  try: curl -s {url}/v1/classify -H 'content-type: application/json' -d '{{\"inputs\": [\"...\"]}}'",
         "  also: POST / (Hugging Face shape), POST /v1/chat/completions, GET /v1/models, /readyz, /metrics",
     ])
+
+
+def _score_words(cfg: Any) -> str:
+    """What the router's threshold applies to, for the start-up lines."""
+    if cfg.score != "acceptor":
+        return "student's confidence"
+    reads = f", reading {', '.join(cfg.companions)} run beside it" if cfg.companions else ""
+    return f"learned acceptor's P(agree with the teacher){reads}"
 
 
 def run_app(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:

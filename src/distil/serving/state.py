@@ -235,5 +235,6 @@ def register_gauges(st: ServerState) -> None:
         lambda: 0.0 if breaker.state == "closed" else 1.0,
     )
     m.counter("distil_circuit_opened_total", "Times the circuit breaker opened.", lambda: breaker.opened_count)
-    m.gauge("distil_confidence_threshold", "Confidence threshold in force.", lambda: router.threshold)
+    m.gauge("distil_confidence_threshold", "Routing-score threshold in force (router.json's score: acceptor or "
+            "confidence).", lambda: router.threshold)
     m.gauge("distil_ready", "1 when the server is ready.", lambda: 1.0 if st.ready else 0.0)
