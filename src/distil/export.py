@@ -24,8 +24,9 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from distil.artifact import CONFIG_FILE, config_path, load_artifact
+from distil.artifact import CONFIG_FILE, Artifact, config_path, load_artifact
 from distil.data import atomic_write_text
 from distil.errors import ConfigError, storage_error
 
@@ -47,19 +48,39 @@ class ExportResult:
 
     out: Path
     omitted: list[str] = field(default_factory=list)
+    onnx: str | None = None  # the parity line, or why the member needs no ONNX
 
     def summary(self) -> str:
         """What ``distil export`` prints."""
+        head = [self.onnx] if self.onnx else []
         if not self.omitted:
-            return f"wrote {self.out}: a full copy (held-out texts and OOD reference included)"
+            return "\n".join([*head, f"wrote {self.out}: a full copy (held-out texts and OOD reference included)"])
         lost = "\n".join(f"  - left out {line}" for line in self.omitted)
-        return f"wrote {self.out}\n{lost}"
+        return "\n".join([*head, f"wrote {self.out}", lost])
+
+
+@dataclass
+class OnnxOptions:
+    """``--onnx``: export the chosen encoder/finetune member to ONNX (``fp32`` or ``int8``), refused below
+    ``min_agreement`` label agreement with the torch member on the held-out texts (None: the default bound)."""
+
+    quantize: str = "fp32"
+    min_agreement: float | None = None
 
 
 def export_artifact(
-    artifact_dir: str | Path, out: str | Path, *, heldout: bool = True, ood_reference: bool = True
+    artifact_dir: str | Path,
+    out: str | Path,
+    *,
+    heldout: bool = True,
+    ood_reference: bool = True,
+    onnx: OnnxOptions | None = None,
 ) -> ExportResult:
-    """Copy the artifact to ``out`` (a new folder), leaving out what is asked; written whole or not at all."""
+    """Copy the artifact to ``out`` (a new folder), leaving out what is asked; written whole or not at all.
+
+    With ``onnx`` the chosen member is exported to ONNX after a parity check (see :mod:`distil.onnx_export`);
+    a refused check leaves nothing behind.
+    """
     art = load_artifact(artifact_dir)
     dest = Path(out)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
@@ -68,15 +89,40 @@ def export_artifact(
     shutil.rmtree(stage, ignore_errors=True)
     try:
         shutil.copytree(art.path, stage, ignore=shutil.ignore_patterns(".*"))
+        onnx_line, onnx_record = _onnx(art, stage, onnx) if onnx is not None else (None, None)
         omitted = _omit(stage, heldout=heldout, ood_reference=ood_reference)
-        _record(stage, omitted)
+        _record(stage, omitted, onnx_record)
         if dest.exists():
             dest.rmdir()
         os.rename(stage, dest)
     except OSError as exc:
         shutil.rmtree(stage, ignore_errors=True)
         raise storage_error(exc, "write the exported artifact") from None
-    return ExportResult(dest, omitted)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return ExportResult(dest, omitted, onnx_line)
+
+
+def _onnx(art: Artifact, stage: Path, opts: OnnxOptions) -> tuple[str, dict[str, Any] | None]:
+    """Export the chosen member in ``stage`` to ONNX after the parity check; (the line to print, the record)."""
+    from distil import onnx_export as ox
+
+    member = stage / "ladder" / art.chosen
+    kind = str(json.loads((member / "student.json").read_text(encoding="utf-8"))["name"])
+    if kind not in ox.ONNX_MEMBERS:
+        return (f"onnx: not needed, the chosen member {art.chosen!r} ({kind}) predicts in numpy without torch "
+                "already; copied unchanged", None)
+    bound = ox.min_agreement(opts.quantize, opts.min_agreement)
+    ox.require_onnx(export=True)
+    texts = art.heldout().texts
+    torch_student = art.student()
+    ox.write_onnx_member(torch_student, member, opts.quantize)
+    parity = ox.check_parity(torch_student, member, texts, opts.quantize, bound)
+    ox.refuse_below(parity)
+    record = {"member": art.chosen, "source": kind, "quantize": opts.quantize, "file": f"ladder/{art.chosen}/"
+              f"{ox.ONNX_FILE}", "opset": ox.OPSET, "parity": parity.as_dict()}
+    return parity.summary(), record
 
 
 def _omit(folder: Path, *, heldout: bool, ood_reference: bool) -> list[str]:
@@ -99,11 +145,14 @@ def _omit(folder: Path, *, heldout: bool, ood_reference: bool) -> list[str]:
     return omitted
 
 
-def _record(folder: Path, omitted: list[str]) -> None:
-    """Note the omissions in distil's config (read back by :func:`omitted_files`) and in the model card."""
+def _record(folder: Path, omitted: list[str], onnx: dict[str, Any] | None = None) -> None:
+    """Note the omissions (and the ONNX export) in distil's config (read back by :func:`omitted_files`)
+    and the omissions in the model card."""
     cfg_file = config_path(folder)
     cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     cfg["exported"] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "omitted": omitted}
+    if onnx is not None:
+        cfg["exported"]["onnx"] = onnx
     atomic_write_text(folder / CONFIG_FILE, json.dumps(cfg, indent=2), what="artifact config")
     if not omitted:
         return

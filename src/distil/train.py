@@ -39,7 +39,7 @@ from distil.data import LabeledSet, atomic_write_text, ensure_folder, pid_alive,
 from distil.embcache import caching
 from distil.errors import ConfigError, DataError, MissingExtra, storage_error
 from distil.progress import step
-from distil.students.base import LADDER, REGISTRY, Student, student_class
+from distil.students.base import LADDER, TRAINABLE, Student, student_class
 
 if TYPE_CHECKING:
     from distil.journal import Journal, Row
@@ -391,9 +391,9 @@ def check_routing(routing: dict[str, Any], router_target: float | None = None) -
 def _check_options(students: Sequence[str], heldout_frac: float) -> None:
     if not students:
         raise DataError("train: no students to train", hint=f"choose some of {', '.join(LADDER)}")
-    unknown = [s for s in students if s not in REGISTRY]
+    unknown = [s for s in students if s not in TRAINABLE]
     if unknown:
-        raise ConfigError(f"unknown student(s) {unknown}", hint=f"choose from {', '.join(REGISTRY)}")
+        raise ConfigError(f"unknown student(s) {unknown}", hint=f"choose from {', '.join(TRAINABLE)}")
     if not 0.0 < heldout_frac < 1.0:
         raise ConfigError(f"heldout_frac must be between 0 and 1, found {heldout_frac}")
 

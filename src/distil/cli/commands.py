@@ -96,13 +96,13 @@ def _students(spec: str | None) -> tuple[str, ...] | None:
     """``--students ngram,static`` as a tuple of names (None: the default ladder); unknown names are refused."""
     if not spec:
         return None
-    from distil.students.base import REGISTRY
+    from distil.students.base import TRAINABLE
 
     names = tuple(s.strip() for s in spec.split(",") if s.strip())
-    unknown = [n for n in names if n not in REGISTRY]
+    unknown = [n for n in names if n not in TRAINABLE]
     if unknown or not names:
         raise ConfigError(f"--students: unknown student(s) {unknown or [spec]}",
-                          hint=f"choose from {', '.join(REGISTRY)}")
+                          hint=f"choose from {', '.join(TRAINABLE)}")
     return names
 
 
@@ -238,9 +238,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Copy an artifact, leaving out what should not leave the company."""
-    from distil.export import export_artifact
+    from distil.export import OnnxOptions, export_artifact
 
-    res = export_artifact(args.artifact, args.out, heldout=not args.no_heldout, ood_reference=not args.no_ood_reference)
+    if not args.onnx and (args.quantize != "fp32" or args.min_agreement is not None):
+        raise ConfigError("--quantize and --min-agreement apply to an ONNX export", hint="add --onnx")
+    onnx = OnnxOptions(args.quantize, args.min_agreement) if args.onnx else None
+    res = export_artifact(args.artifact, args.out, heldout=not args.no_heldout,
+                          ood_reference=not args.no_ood_reference, onnx=onnx)
     out.print(res.summary())
     return 0
 

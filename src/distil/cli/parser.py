@@ -312,4 +312,12 @@ def _add_export(sub: Subparsers) -> None:
                    help="leave out heldout.parquet, the only raw customer text (drift then cannot run on the copy)")
     s.add_argument("--no-ood-reference", action="store_true",
                    help="leave out ood.npz, the training texts' features (turns the OOD guard off)")
+    s.add_argument("--onnx", action="store_true",
+                   help="export the chosen encoder/finetune member to ONNX (served by onnxruntime, no torch); "
+                   "needs pip install 'distil[onnx]'")
+    s.add_argument("--quantize", choices=["fp32", "int8"], default="fp32",
+                   help="with --onnx: int8 dynamic quantisation (smaller, faster, a few labels may flip)")
+    s.add_argument("--min-agreement", type=float, default=None,
+                   help="with --onnx: refuse the export below this label agreement with the torch member on the "
+                   "held-out texts (default 0.999 fp32, 0.99 int8)")
     s.set_defaults(fn=cmd_export)

@@ -41,8 +41,10 @@ REGISTRY: dict[str, str] = {
     "finetune": "distil.students.finetune:FinetuneStudent",
     "tuned": "distil.students.tuned:TunedStaticStudent",
     "ensemble": "distil.students.ensemble:EnsembleStudent",
+    "onnx": "distil.onnx_export:OnnxStudent",  # written by distil export --onnx, never trained
 }
 LADDER = ("ngram", "static", "tuned", "ensemble", "encoder", "finetune")  # the default, cheapest first
+TRAINABLE = tuple(name for name in REGISTRY if name != "onnx")  # what --students may name
 
 
 def student_class(name: str) -> type[Student]:
