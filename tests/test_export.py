@@ -86,5 +86,13 @@ def test_distil_load_reads_a_folder_or_a_hub_id_from_the_local_cache_offline(
     assert np.array_equal(from_hub.student().predict_proba(test[:20]), from_folder.student().predict_proba(test[:20]))
     with pytest.raises(ArtifactError, match="not in the local Hugging Face cache"):
         distil.load("acme/not-downloaded")
+    # the command line takes the same id wherever it takes an artifact folder
+    from distil.cli import main
+
+    inputs = tmp_path / "in.csv"
+    inputs.write_text("text\n" + "\n".join(f'"{t}"' for t in test[:5]) + "\n", encoding="utf-8")
+    assert main(["predict", "acme/tickets-router", str(inputs), "--out", str(tmp_path / "p.csv")]) == 0
+    assert (tmp_path / "p.csv").read_text(encoding="utf-8").count("\n") == 6
+    assert main(["predict", "acme/not-downloaded", str(inputs)]) == 6  # ArtifactError, one line
     with pytest.raises(ArtifactError, match="not an artifact folder"):
         distil.load(tmp_path / "no" / "such" / "folder")

@@ -254,14 +254,19 @@ def load(source: str | Path, *, revision: str | None = None) -> Artifact:
 
     A folder that exists wins over a Hub id of the same spelling.
     """
+    return load_artifact(artifact_folder(source, revision=revision))
+
+
+def artifact_folder(source: str | Path, *, revision: str | None = None) -> Path:
+    """The local folder of an artifact named by its folder or its Hugging Face Hub id (see :func:`load`)."""
     path = Path(source)
     if path.is_dir() or not _HUB_ID.fullmatch(str(source)):
-        return load_artifact(path)
+        return path
     from distil.errors import require
 
     hub: Any = require("huggingface_hub", "hub")
     try:
-        folder = hub.snapshot_download(repo_id=str(source), revision=revision)
+        return Path(hub.snapshot_download(repo_id=str(source), revision=revision))
     except hub.errors.LocalEntryNotFoundError:
         raise ArtifactError(
             f"{source}: not a folder, and not in the local Hugging Face cache (the Hub is offline or unreachable)",
@@ -270,7 +275,6 @@ def load(source: str | Path, *, revision: str | None = None) -> Artifact:
     except (hub.errors.RepositoryNotFoundError, hub.errors.RevisionNotFoundError) as exc:
         raise ArtifactError(f"{source}: no such model on the Hugging Face Hub ({type(exc).__name__})",
                             hint="check the id and revision, and that your token may read it") from None
-    return load_artifact(folder)
 
 
 def predict(

@@ -143,6 +143,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command; turn its errors into one line and an exit code."""
     debug = bool(os.environ.get("DISTIL_DEBUG"))
     try:
+        _resolve_artifact(args)
         code: int = args.fn(args)
     except DistilError as exc:
         if debug:
@@ -160,6 +161,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         print_error(exc, internal=True)
         return 70
     return code
+
+
+def _resolve_artifact(args: argparse.Namespace) -> None:
+    """An ``ARTIFACT`` argument may be a folder or a Hugging Face Hub id: make it the local folder."""
+    if isinstance(getattr(args, "artifact", None), str):
+        from distil.artifact import artifact_folder
+
+        args.artifact = str(artifact_folder(args.artifact))
 
 
 def _drop_current_folder() -> None:

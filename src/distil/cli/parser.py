@@ -63,7 +63,7 @@ NEXT = {
 _COMMON_HELP = {
     "task": "the task file (task.toml): labels, teacher, input fields",
     "inputs": "a CSV, Parquet or JSONL file (or a Hugging Face dataset folder) of texts",
-    "artifact": "an artifact folder written by `distil train`",
+    "artifact": "an artifact folder written by `distil train`, or a Hugging Face Hub id (owner/name) already cached",
     "seed": "random seed (the same seed gives the same result)",
     "out": "where to write the output",
     "host": "the address to listen on (127.0.0.1: this machine only)",
