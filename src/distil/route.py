@@ -813,7 +813,12 @@ class RouterConfig:
 def _teacher_agreement(student: Student, heldout_labels: list[str], heldout_hard: np.ndarray,
                        proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, agree) of the student against the teacher's argmax on held-out data."""
-    classes = list(student.classes_)
+    return _agreement_of(list(student.classes_), heldout_labels, heldout_hard, proba)
+
+
+def _agreement_of(classes: list[str], heldout_labels: list[str], heldout_hard: np.ndarray,
+                  proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, agree) of probabilities over ``classes`` against the teacher's argmax."""
     if sorted(classes) != sorted(heldout_labels):
         raise ArtifactError(
             f"student labels {classes[:5]}… differ from the held-out set's {heldout_labels[:5]}…",
@@ -846,7 +851,12 @@ def crossfit_scores(
     confidence from a student that did not learn it: a calibration set as large as the pool.
     """
     proba = crossfit_proba(student, labeled, folds=folds, hard=hard, seed=seed)
-    return _teacher_agreement(student, labeled.labels, labeled.hard, proba)
+    return _agreement_of(_class_order(student, labeled), labeled.labels, labeled.hard, proba)
+
+
+def _class_order(student: Student, labeled: LabeledSet) -> list[str]:
+    """The student's column order (the labeled set's when it is not fitted yet)."""
+    return list(student.classes_) if hasattr(student, "classes_") else list(labeled.labels)
 
 
 def crossfit_proba(
@@ -855,16 +865,18 @@ def crossfit_proba(
     """Out-of-fold probabilities (columns in ``student.classes_`` order) of fresh copies of ``student``.
 
     The folds depend on ``seed`` and the teacher's labels only, so two members cross-fitted with the
-    same seed score every text from copies that left out the same texts.
+    same seed score every text from copies that left out the same texts.  ``student`` need not be
+    fitted (its columns are then the labeled set's label order).
     """
     check_settings({"folds": folds})
     rng = np.random.default_rng(seed)
     fold_of = _stratified_folds(labeled.hard, folds, rng)
-    proba = np.zeros((len(labeled), len(student.classes_)), dtype=np.float64)
+    order = _class_order(student, labeled)
+    proba = np.zeros((len(labeled), len(order)), dtype=np.float64)
     for f in range(folds):
         test = np.flatnonzero(fold_of == f)
         rest = np.flatnonzero(fold_of != f)
-        proba[test] = _fold_proba(student, labeled, rest, test, hard=hard, rng=rng)
+        proba[test] = _fold_proba(student, labeled, rest, test, hard=hard, rng=rng, order=order)
     return proba
 
 
@@ -881,7 +893,7 @@ def _stratified_folds(hard: np.ndarray, folds: int, rng: np.random.Generator) ->
 
 def _fold_proba(
     student: Student, labeled: LabeledSet, rest: np.ndarray, test: np.ndarray, *, hard: bool,
-    rng: np.random.Generator,
+    rng: np.random.Generator, order: list[str],
 ) -> np.ndarray:
     """Train a copy on ``rest`` (early stopping and temperature on a tenth of it); its probabilities on ``test``."""
     from distil.calibrate import fit_temperature
@@ -896,10 +908,10 @@ def _fold_proba(
         [texts[i] for i in train], labeled.probs[train], labels=labeled.labels,
         val_texts=[texts[i] for i in val], val_probs=labeled.probs[val], hard=hard,
     )
-    if list(copy.classes_) != list(student.classes_):
-        raise ArtifactError("a cross-fitted copy ordered its labels differently from the student", hint=REFIT_HINT)
     temperature = fit_temperature(copy.predict_logits([texts[i] for i in val]), labeled.probs[val])
-    return np.asarray(softmax(copy.predict_logits([texts[i] for i in test]) / temperature), dtype=np.float64)
+    proba = np.asarray(softmax(copy.predict_logits([texts[i] for i in test]) / temperature), dtype=np.float64)
+    columns = [list(copy.classes_).index(c) for c in order]  # the student's column order
+    return proba[:, columns]
 
 
 def save_calibration(folder: Path, confidence: np.ndarray, agree: np.ndarray, kind: str) -> Path:
@@ -1097,15 +1109,8 @@ def fit_router(
     scores, acceptors = _routing_scores([*rungs, name], cals, companions, comp_cals, score=score, folds=folds,
                                         seed=seed)
     conf, agree, kind = scores[-1], cals[-1].agree, cals[-1].kind
-    if rungs:
-        thr = _ladder_threshold(art.path, [*rungs, name], scores, [c.agree for c in cals], target_agreement,
-                                level, threshold, grid_size)
-    elif threshold is not None:
-        thr = evaluate_threshold(conf, agree, threshold, target=target_agreement, level=level)
-    else:
-        thr = calibrate_threshold(
-            conf, agree, target=target_agreement, level=level, method=certificate, grid_size=grid_size, start=start
-        )
+    thr = _certify(art.path, [*rungs, name], scores, [c.agree for c in cals], target=target_agreement, level=level,
+                   threshold=threshold, certificate=certificate, grid_size=grid_size, start=start)
     cfg = RouterConfig(
         member=name, labels=list(art.student(name).classes_), threshold=thr,
         ood=ood.params() if ood is not None else None,
@@ -1120,6 +1125,19 @@ def fit_router(
     _save_router(art.path, cfg, ood, conf, agree, kind)
     log.info("router for %s: %s", art.path, thr.describe())
     return cfg
+
+
+def _certify(
+    folder: Path, members: list[str], scores: list[np.ndarray], agree: list[np.ndarray], *, target: float,
+    level: float, threshold: float | None, certificate: Certificate, grid_size: int, start: float,
+) -> Threshold:
+    """The threshold: certified for the cascade of ``members`` (or the one member), or a given one's numbers."""
+    if len(members) > 1:
+        return _ladder_threshold(folder, members, scores, agree, target, level, threshold, grid_size)
+    if threshold is not None:
+        return evaluate_threshold(scores[0], agree[0], threshold, target=target, level=level)
+    return calibrate_threshold(scores[0], agree[0], target=target, level=level, method=certificate,
+                               grid_size=grid_size, start=start)
 
 
 def _check_ladder(art: Artifact, routed: str, ladder: Sequence[str], certificate: Certificate) -> list[str]:
